@@ -1,0 +1,257 @@
+"""PyFlink functions: thin adapters from Flink's state and timers to the pure logic.
+
+* :class:`AdmitFunction`: decode, row rules, lateness (side output: quarantine);
+* :class:`EnrichFunction`: keyed by changelog key; as-of join in event-time order;
+* :class:`ViewsFunction`: keyed by ``view|entity``; drives the window engine;
+* :class:`BatchingSinkFunction`: keyed by dataset; buffers rows in keyed state and
+  writes them as Parquet batches.
+
+Event-time discipline: keyed functions buffer what arrives in ``MapState``
+(time -> items) and act only in ``on_timer``, i.e. once the watermark has
+passed that time, so they see every input of that millisecond at once and
+their output is final. State lives in Flink state, so checkpoints capture it.
+
+Functions are constructed on the client and pickled to the workers: they
+hold only names and settings, and build their heavy objects in ``open``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from pyflink.common import Types
+from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
+
+from pipelines.features.engine import Enricher, ViewEngine
+from pipelines.features.registry import load_pipeline
+from pipelines.operators.admission import Admission, RawRecord
+from pipelines.operators.routing import EVENT, VERSION, RoutingPlan, split_view_key, view_key
+
+PICKLED = Types.PICKLED_BYTE_ARRAY()
+QUARANTINE = OutputTag("quarantine", PICKLED)
+MAX_TIME = 9_223_372_036_854_775_807  # Long.MAX_VALUE: the watermark at the end of bounded input
+
+
+def _position(record: dict[str, Any]) -> tuple[int, int]:
+    return (int(record.get("_partition", 0)), int(record.get("_offset", 0)))
+
+
+class AdmitFunction(ProcessFunction):
+    """Raw Kafka record -> ``(topic, time, record)``; bad or late records to QUARANTINE."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        schemas_dir: str | None = None,
+        reader_versions: dict[str, int] | None = None,
+    ) -> None:
+        self.pipeline_name = pipeline
+        self.schemas_dir = schemas_dir
+        self.reader_versions = dict(reader_versions or {})
+        self.admission: Admission | None = None
+        self.plan: RoutingPlan | None = None
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        from schemas.codec import SingleObjectCodec
+        from schemas.store import SchemaStore
+
+        self.plan = RoutingPlan(load_pipeline(self.pipeline_name))
+        store = SchemaStore.load(self.schemas_dir)
+        self.admission = Admission(
+            self.plan, SingleObjectCodec(store), reader_versions=self.reader_versions
+        )
+
+    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Any:
+        assert self.admission is not None and self.plan is not None  # set in open()
+        # value is a RAW_RECORD row: (topic, partition, offset, timestamp, key, value)
+        raw = RawRecord(value[0], value[1], value[2], value[3], value[5] or b"")
+        record, quarantined = self.admission.admit(raw, ctx.timer_service().current_watermark())
+        if quarantined is not None:
+            yield QUARANTINE, quarantined
+        else:
+            assert record is not None
+            yield raw.topic, record[self.plan.timestamp_field(raw.topic)], record
+
+
+class RouteFunction:
+    """Fan an admitted record out to the enrich and views steps (used in flat_map)."""
+
+    def __init__(self, pipeline: str, step: str) -> None:
+        self.pipeline_name = pipeline
+        self.step = step
+        self.plan: RoutingPlan | None = None
+
+    def __call__(self, value: Any) -> Any:
+        if self.plan is None:
+            self.plan = RoutingPlan(load_pipeline(self.pipeline_name))
+        topic, ts, record = value
+        if self.step == "enrich":
+            for t in self.plan.to_enrich.get(topic, []):
+                yield f"{t.source}|{record[t.key_field]}", ts, t.kind, t.source, record
+        else:
+            for v in self.plan.to_views.get(topic, []):
+                if not v.enriched:
+                    yield view_key(v.view, record[v.key_field]), ts, v.kind, v.name, record
+
+
+class _BufferedKeyed(KeyedProcessFunction):
+    """Buffers ``(key, time, kind, name, record)`` items per time until the watermark passes."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.buffer = runtime_context.get_map_state(
+            MapStateDescriptor("buffer", Types.LONG(), PICKLED)
+        )
+        self.state = runtime_context.get_state(ValueStateDescriptor("state", PICKLED))
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
+        _, ts, kind, name, record = value
+        items = self.buffer.get(ts) or []
+        items.append((kind, name, record))
+        self.buffer.put(ts, items)
+        ctx.timer_service().register_event_time_timer(ts)
+        return iter(())
+
+    def take(
+        self, ts: int
+    ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
+        """Remove and return (versions in Kafka order, events) buffered at ``ts``."""
+        items = self.buffer.get(ts)
+        if not items:
+            return [], []
+        self.buffer.remove(ts)
+        versions = sorted(
+            ((n, r) for k, n, r in items if k == VERSION), key=lambda v: _position(v[1])
+        )
+        events = [(n, r) for k, n, r in items if k == EVENT]
+        return versions, events
+
+
+class EnrichFunction(_BufferedKeyed):
+    """As-of join for sources with an enrichment; emits enriched events keyed for the views."""
+
+    def __init__(self, pipeline: str) -> None:
+        self.pipeline_name = pipeline
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        super().open(runtime_context)
+        self.plan = RoutingPlan(load_pipeline(self.pipeline_name))
+        self.enrichers = {
+            name: Enricher(src.enrichments[0].fields, src.enrichments[0].prefix)
+            for name, src in self.plan.enriched_sources.items()
+        }
+        self.targets = {
+            name: [v for v in self.plan.to_views[src.topic] if v.enriched and v.name == name]
+            for name, src in self.plan.enriched_sources.items()
+        }
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
+        versions, events = self.take(timestamp)
+        source = str(ctx.get_current_key()).split("|", 1)[0]
+        enricher = self.enrichers[source]
+        current = self.state.value()
+        for _, version in versions:
+            current = enricher.apply_version(current, version)
+        if versions:
+            self.state.update(current)
+        for _, event in events:
+            enriched = enricher.enrich(current, event)
+            for target in self.targets[source]:
+                yield (
+                    view_key(target.view, enriched[target.key_field]),
+                    timestamp,
+                    EVENT,
+                    source,
+                    enriched,
+                )
+
+
+class ViewsFunction(_BufferedKeyed):
+    """Exact sliding windows of every view; emits ``(view, row)`` changelog rows."""
+
+    def __init__(self, pipeline: str, horizon_ms: int | None) -> None:
+        self.pipeline_name = pipeline
+        self.horizon_ms = horizon_ms
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        super().open(runtime_context)
+        pipeline = load_pipeline(self.pipeline_name)
+        self.engines = {v.name: ViewEngine(v) for v in pipeline.views}
+        self.key_names = {v.name: v.entity.join_key for v in pipeline.views}
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
+        view, entity = split_view_key(str(ctx.get_current_key()))
+        engine = self.engines[view]
+        if self.horizon_ms is not None and timestamp > self.horizon_ms:
+            # Past the final watermark of a bounded run: the input ended before this time.
+            return
+        versions, events = self.take(timestamp)
+        state = self.state.value() or engine.new_state()
+        values = engine.step(state, timestamp, events, versions)
+        if values is not None:
+            row = {
+                self.key_names[view]: entity,
+                "event_timestamp": timestamp,
+                "created_timestamp": int(time.time() * 1000),
+            }
+            row.update(zip(engine.feature_names, values, strict=True))
+            yield view, row
+        nxt = engine.next_expiration(state)
+        if nxt is not None:
+            ctx.timer_service().register_event_time_timer(nxt)
+        if state.is_empty():
+            self.state.clear()
+        else:
+            self.state.update(state)
+
+
+class BatchingSinkFunction(KeyedProcessFunction):
+    """Keyed by dataset: buffers rows in keyed state, writes a batch when full, on a timer,
+    and at the end of bounded input. Buffered rows are in checkpointed state, so a crash
+    after a checkpoint loses none of them; a replay may rewrite rows, which readers dedupe."""
+
+    def __init__(
+        self,
+        sink_factory: Any,
+        schemas: dict[str, Any],
+        batch_rows: int = 20_000,
+        flush_interval_ms: int = 2_000,
+    ) -> None:
+        self.sink_factory = sink_factory
+        self.schemas = schemas
+        self.batch_rows = batch_rows
+        self.flush_interval_ms = flush_interval_ms
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.rows = runtime_context.get_list_state(ListStateDescriptor("rows", PICKLED))
+        self.count = runtime_context.get_state(ValueStateDescriptor("count", Types.LONG()))
+        # A random writer id keeps file names unique across subtasks and restarts
+        # (get_index_of_this_subtask() is not available in thread mode).
+        self.sink = self.sink_factory(uuid.uuid4().hex[:8])
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
+        dataset, row = value
+        self.rows.add(row)
+        n = (self.count.value() or 0) + 1
+        if n == 1:
+            now = ctx.timer_service().current_processing_time()
+            ctx.timer_service().register_processing_time_timer(now + self.flush_interval_ms)
+            ctx.timer_service().register_event_time_timer(MAX_TIME)
+        if n >= self.batch_rows:
+            self._flush(dataset)
+        else:
+            self.count.update(n)
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
+        self._flush(str(ctx.get_current_key()))
+        return iter(())
+
+    def _flush(self, dataset: str) -> None:
+        rows = list(self.rows.get() or [])
+        if rows:
+            self.sink.write(dataset, self.schemas[dataset], rows)
+        self.rows.clear()
+        self.count.clear()

@@ -25,7 +25,7 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
-from pipelines.features.engine import Enricher, ViewEngine
+from pipelines.features.engine import Enricher, Item, ViewEngine
 from pipelines.features.registry import load_pipeline
 from pipelines.operators.admission import Admission, RawRecord
 from pipelines.operators.routing import EVENT, VERSION, RoutingPlan, split_view_key, view_key
@@ -168,6 +168,40 @@ class EnrichFunction(_BufferedKeyed):
                 )
 
 
+class FlinkWindows:
+    """The engine's :class:`~pipelines.features.engine.WindowStore` over the current key's
+    ``MapState``: window entries by expiration time (each gets an event-time timer, so
+    the entity is visited when they leave), and the distinct-count multisets."""
+
+    def __init__(self, due: Any, distinct: Any) -> None:
+        self.due = due
+        self.distinct = distinct
+        self.timers: Any = None  # the timer service of the call being served
+
+    def take(self, time_ms: int) -> Any:
+        # Every expiration time has its own timer, and timers fire in time order, so
+        # entries due before ``time_ms`` were taken at their own times already.
+        items = self.due.get(time_ms)
+        if not items:
+            return ()
+        self.due.remove(time_ms)
+        return items
+
+    def put(self, expire_at: int, items: list[Item]) -> None:
+        kept = self.due.get(expire_at)
+        self.due.put(expire_at, kept + items if kept else items)
+        self.timers.register_event_time_timer(expire_at)
+
+    def bump(self, slot: int, value: Any, delta: int) -> int:
+        key = f"{slot}\x1f{value!r}"
+        n = int(self.distinct.get(key) or 0) + delta
+        if n:
+            self.distinct.put(key, n)
+        else:
+            self.distinct.remove(key)
+        return n
+
+
 class ViewsFunction(_BufferedKeyed):
     """Exact sliding windows of every view; emits ``(view, row)`` changelog rows."""
 
@@ -180,6 +214,12 @@ class ViewsFunction(_BufferedKeyed):
         pipeline = load_pipeline(self.pipeline_name)
         self.engines = {v.name: ViewEngine(v) for v in pipeline.views}
         self.key_names = {v.name: v.entity.join_key for v in pipeline.views}
+        self.windows = FlinkWindows(
+            runtime_context.get_map_state(MapStateDescriptor("due", Types.LONG(), PICKLED)),
+            runtime_context.get_map_state(
+                MapStateDescriptor("distinct", Types.STRING(), Types.LONG())
+            ),
+        )
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
         view, entity = split_view_key(str(ctx.get_current_key()))
@@ -188,8 +228,9 @@ class ViewsFunction(_BufferedKeyed):
             # Past the final watermark of a bounded run: the input ended before this time.
             return
         versions, events = self.take(timestamp)
-        state = self.state.value() or engine.new_state()
-        values = engine.step(state, timestamp, events, versions)
+        meta = self.state.value() or engine.new_meta()
+        self.windows.timers = ctx.timer_service()
+        values = engine.advance(meta, self.windows, timestamp, events, versions)
         if values is not None:
             row = {
                 self.key_names[view]: entity,
@@ -198,13 +239,10 @@ class ViewsFunction(_BufferedKeyed):
             }
             row.update(zip(engine.feature_names, values, strict=True))
             yield view, row
-        nxt = engine.next_expiration(state)
-        if nxt is not None:
-            ctx.timer_service().register_event_time_timer(nxt)
-        if state.is_empty():
-            self.state.clear()
+        if meta.pending == 0 and all(v is None for v in meta.asof):
+            self.state.clear()  # nothing in any window: the entity is forgotten
         else:
-            self.state.update(state)
+            self.state.update(meta)
 
 
 class BatchingSinkFunction(KeyedProcessFunction):
@@ -226,7 +264,10 @@ class BatchingSinkFunction(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.rows = runtime_context.get_list_state(ListStateDescriptor("rows", PICKLED))
-        self.count = runtime_context.get_state(ValueStateDescriptor("count", Types.LONG()))
+        # Buffered rows per dataset, counted in memory: the count only decides when a batch
+        # is full, so after a restore (count 0, rows restored) a batch may just run longer.
+        # Keeping it in state cost two state calls per row.
+        self.counts: dict[str, int] = {}
         # A random writer id keeps file names unique across subtasks and restarts
         # (get_index_of_this_subtask() is not available in thread mode).
         self.sink = self.sink_factory(uuid.uuid4().hex[:8])
@@ -234,7 +275,7 @@ class BatchingSinkFunction(KeyedProcessFunction):
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
         dataset, row = value
         self.rows.add(row)
-        n = (self.count.value() or 0) + 1
+        n = self.counts.get(dataset, 0) + 1
         if n == 1:
             now = ctx.timer_service().current_processing_time()
             ctx.timer_service().register_processing_time_timer(now + self.flush_interval_ms)
@@ -242,7 +283,7 @@ class BatchingSinkFunction(KeyedProcessFunction):
         if n >= self.batch_rows:
             self._flush(dataset)
         else:
-            self.count.update(n)
+            self.counts[dataset] = n
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
@@ -254,4 +295,4 @@ class BatchingSinkFunction(KeyedProcessFunction):
         if rows:
             self.sink.write(dataset, self.schemas[dataset], rows)
         self.rows.clear()
-        self.count.clear()
+        self.counts.pop(dataset, None)

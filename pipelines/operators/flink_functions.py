@@ -27,7 +27,8 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, Va
 
 from pipelines.features.engine import Enricher, Item, ViewEngine
 from pipelines.features.registry import load_pipeline
-from pipelines.operators.admission import Admission, RawRecord
+from pipelines.operators.admission import LATE, Admission, RawRecord
+from pipelines.operators.metrics import PipelineMetrics
 from pipelines.operators.routing import EVENT, VERSION, RoutingPlan, split_view_key, view_key
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
@@ -63,17 +64,32 @@ class AdmitFunction(ProcessFunction):
         self.admission = Admission(
             self.plan, SingleObjectCodec(store), reader_versions=self.reader_versions
         )
+        self.metrics = PipelineMetrics(runtime_context.get_metrics_group())
 
     def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Any:
         assert self.admission is not None and self.plan is not None  # set in open()
         # value is a RAW_RECORD row: (topic, partition, offset, timestamp, key, value)
         raw = RawRecord(value[0], value[1], value[2], value[3], value[5] or b"")
-        record, quarantined = self.admission.admit(raw, ctx.timer_service().current_watermark())
+        watermark = ctx.timer_service().current_watermark()
+        record, quarantined = self.admission.admit(raw, watermark)
+        metrics = self.metrics
+        metrics.inc("events_in", label=("topic", raw.topic))
+        if watermark > 0:
+            metrics.set_gauge("watermark_lag_ms", int(time.time() * 1000) - watermark)
         if quarantined is not None:
+            reason = quarantined["reason"]
+            metrics.inc("quarantined", label=("reason", reason))
+            if reason == LATE:
+                metrics.inc("late")
             yield QUARANTINE, quarantined
         else:
             assert record is not None
+            metrics.inc("accepted")
             yield raw.topic, record[self.plan.timestamp_field(raw.topic)], record
+
+    def close(self) -> None:
+        if self.admission is not None:
+            self.metrics.push()
 
 
 class RouteFunction:
@@ -220,6 +236,10 @@ class ViewsFunction(_BufferedKeyed):
                 MapStateDescriptor("distinct", Types.STRING(), Types.LONG())
             ),
         )
+        self.metrics = PipelineMetrics(runtime_context.get_metrics_group())
+
+    def close(self) -> None:
+        self.metrics.push()
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
         view, entity = split_view_key(str(ctx.get_current_key()))
@@ -238,6 +258,7 @@ class ViewsFunction(_BufferedKeyed):
                 "created_timestamp": int(time.time() * 1000),
             }
             row.update(zip(engine.feature_names, values, strict=True))
+            self.metrics.inc("changelog_rows", label=("view", view))
             yield view, row
         if meta.pending == 0 and all(v is None for v in meta.asof):
             self.state.clear()  # nothing in any window: the entity is forgotten
@@ -256,11 +277,13 @@ class BatchingSinkFunction(KeyedProcessFunction):
         schemas: dict[str, Any],
         batch_rows: int = 20_000,
         flush_interval_ms: int = 2_000,
+        metric: str | None = None,
     ) -> None:
         self.sink_factory = sink_factory
         self.schemas = schemas
         self.batch_rows = batch_rows
         self.flush_interval_ms = flush_interval_ms
+        self.metric = metric  # counter of rows written ("offline_writes", "online_writes")
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.rows = runtime_context.get_list_state(ListStateDescriptor("rows", PICKLED))
@@ -271,6 +294,11 @@ class BatchingSinkFunction(KeyedProcessFunction):
         # A random writer id keeps file names unique across subtasks and restarts
         # (get_index_of_this_subtask() is not available in thread mode).
         self.sink = self.sink_factory(uuid.uuid4().hex[:8])
+        self.metrics = PipelineMetrics(runtime_context.get_metrics_group())
+
+    def close(self) -> None:
+        self.metrics.push()
+        self.sink.close()
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
         dataset, row = value
@@ -294,5 +322,10 @@ class BatchingSinkFunction(KeyedProcessFunction):
         rows = list(self.rows.get() or [])
         if rows:
             self.sink.write(dataset, self.schemas[dataset], rows)
+            if self.metric is not None:
+                self.metrics.inc(self.metric, len(rows))
+                if self.metric == "online_writes":
+                    newest = max(int(r["event_timestamp"]) for r in rows)
+                    self.metrics.set_gauge("freshness_ms", int(time.time() * 1000) - newest)
         self.rows.clear()
         self.counts.pop(dataset, None)

@@ -86,16 +86,15 @@ class RoutingPlan:
             )
         self.topics = sorted(set(self.to_views) | set(self.to_enrich))
         self.changelog_topics = sorted({c.topic for c in pipeline.changelogs})
+        self._time_fields: dict[str, str] = {}
+        for cl in pipeline.changelogs:
+            self._time_fields.setdefault(cl.topic, cl.timestamp_field)
+        for src in pipeline.event_sources:  # an event source's field wins, as it always did
+            self._time_fields[src.topic] = src.timestamp_field
 
     def timestamp_field(self, topic: str) -> str:
-        """Event-time field of a topic's records."""
-        for src in self.pipeline.event_sources:
-            if src.topic == topic:
-                return src.timestamp_field
-        for cl in self.pipeline.changelogs:
-            if cl.topic == topic:
-                return cl.timestamp_field
-        raise KeyError(topic)
+        """Event-time field of a topic's records (called per record: a dict lookup)."""
+        return self._time_fields[topic]
 
     def source_kind(self, topic: str) -> type[EventSource] | type[ChangelogSource]:
         """Whether the topic carries events or changelog versions."""

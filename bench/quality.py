@@ -13,10 +13,17 @@ Measures, on one core, with the suites and profiles shipped in ``quality/``:
    figure, so the share is an upper bound;
 4. the share projected for high-volume traffic, where batches are full and GX's fixed
    cost per call vanishes: the per-row cost of the 100k-row batches over the
-   pipeline's cost per event.
+   pipeline's cost per event;
+5. the gate's share of a streaming run (``--parts stream``): a private stack, generated
+   traffic, the bounded reference job on the embedded Flink runtime over the same topics
+   without the gate step, with it (``quality.enabled``), and without it again. The first
+   run also pays for starting the JVM and importing PyFlink and Feast in this process, so
+   the gated run is compared with the second. Reported: wall times (start-up included),
+   their difference (GX's import in the job is a fixed part of it), and the validation
+   time the gate recorded for each micro-batch (``duration_ms`` of its stored results).
 
 Run:  .venv/bin/python bench/quality.py [--minutes 30] [--row-batches 1000,10000,50000]
-          [--feature-spans-ms 60000,600000]
+          [--feature-spans-ms 60000,600000] [--parts batch,stream] [--stream-events 20000]
 """
 
 from __future__ import annotations
@@ -110,10 +117,23 @@ def main() -> None:
                         help="Feature micro-batch event-time spans to compare, comma-separated.")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--parts", default="batch,stream",
+                        help="batch (items 1-4), stream (item 5), or both, comma-separated.")
+    parser.add_argument("--stream-events", type=int, default=20_000,
+                        help="Events published for the streaming comparison.")
     args = parser.parse_args()
+    print(f"machine: {machine()}")
+    parts = set(args.parts.split(","))
+    if "batch" in parts:
+        batch_figures(args)
+    if "stream" in parts:
+        stream_share(args.stream_events, args.seed)
+
+
+def batch_figures(args: argparse.Namespace) -> None:
+    """Items 1-4 of the module docs: one batch, and the share without Flink."""
     sizes = [int(s) for s in args.row_batches.split(",")]
     spans = [int(s) for s in args.feature_spans_ms.split(",")]
-    print(f"machine: {machine()}")
 
     results = Path(tempfile.mkdtemp(prefix="livefeat-bench-quality-"))
     t0 = time.perf_counter()
@@ -203,6 +223,77 @@ def main() -> None:
     print(f"\nhigh-volume projection (full 100k-row batches): gate {projected * 1e6:.1f} us "
           f"per event vs pipeline {per_event * 1e6:.1f} us per event: "
           f"{projected / (per_event + projected):.1%} of the total")
+
+
+def stream_share(events: int, seed: int) -> None:
+    """Item 5: the bounded reference job with and without the gate step, same traffic."""
+    import shutil
+    import socket
+
+    import yaml
+    from click.testing import CliRunner
+
+    from pipelines.cli.main import cli
+    from pipelines.config import Settings
+    from pipelines.operators.routing import RoutingPlan
+    from pipelines.runtime.streaming import run_pipeline as run_stream
+    from pipelines.runtime.summary import gate_outcomes, run_key
+    from pipelines.sources.offsets import true_end_offsets
+    from pipelines.stack import StackManager, override_stack
+    from quality.results import ResultStore
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    root = Path(tempfile.mkdtemp(prefix="livefeat-bench-gate-"))
+    base = override_stack(Settings(), broker_port=free_port(), s3_port=free_port(),
+                          state_dir=root / "state")
+    manager = StackManager(base)
+    try:
+        stack = manager.up().apply(base)
+        config = root / "livefeat.yaml"
+        config.write_text(yaml.safe_dump(stack.model_dump(mode="json", exclude={"source_file"})))
+        result = CliRunner().invoke(cli, ["--config", str(config), "generate", "--events",
+                                          str(events), "--seed", str(seed), "--quiet"])
+        if result.exit_code != 0:
+            raise SystemExit(result.output)
+        ends = true_end_offsets(stack.kafka, RoutingPlan(PIPELINE).topics)
+        wall: dict[str, float] = {}
+        for name in ("no-gate-first", "gate", "no-gate"):
+            gate_on = name == "gate"
+            settings = stack.model_copy(update={
+                "flink": stack.flink.model_copy(update={"checkpoint_dir": root / f"ckpt-{name}"}),
+                "offline_store": stack.offline_store.model_copy(
+                    update={"uri": str(root / f"offline-{name}")}),
+                "online_store": stack.online_store.model_copy(
+                    update={"sqlite_path": root / f"online-{name}.db"}),
+                "quality": stack.quality.model_copy(update={
+                    "enabled": gate_on, "results_dir": root / f"quality-{name}"}),
+            })
+            started = time.perf_counter()
+            summary = run_stream(settings, "marketplace", bounded=True)
+            wall[name] = time.perf_counter() - started
+            assert summary is not None and summary.balanced
+            print(f"flink job, {name}: {summary.total_read:,} records, "
+                  f"{sum(summary.changelog_rows.values()):,} changelog rows, "
+                  f"{wall[name]:.1f} s end to end (start-up included)", flush=True)
+        results = ResultStore(root / "quality-gate")
+        key = run_key(PIPELINE.name, ends)
+        validation = sum(r["duration_ms"] for r in results.results("features")
+                         if r.get("run") == key) / 1000
+        outcomes = gate_outcomes(root / "quality-gate", key)
+        batches = sum(sum(g.batches.values()) for g in outcomes.values())
+        rows = sum(g.produced for g in outcomes.values())
+        extra = wall["gate"] - wall["no-gate"]
+        print(f"gate step: {batches} micro-batches, {rows:,} rows validated; validation "
+              f"{validation:.2f} s = {validation / wall['gate']:.1%} of the gated run; "
+              f"gated minus second ungated run {extra:+.1f} s = {extra / wall['gate']:+.1%} "
+              "(includes importing Great Expectations in the job, and the machine's noise)")
+    finally:
+        manager.down()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ class GateConfig(_Model):
             drift is not judged (the verdict says so).
         batch_max_rows: a feature micro-batch closes at this many rows...
         batch_max_ms: ...or when its event times span this many milliseconds.
-        results_dir: where validation results, held and released batches are stored.
+        results_dir: where validation results, held and released batches are stored;
+            None means :data:`DEFAULT_RESULTS_DIR` (the pipeline's settings resolve it
+            to ``<stack.state_dir>/quality``). See :attr:`results_path`.
         currencies: ISO 4217 codes accepted by the row rules.
         max_future_ms: how far an event time may lie ahead of the watermark.
     """
@@ -81,7 +83,7 @@ class GateConfig(_Model):
     min_rows: int = Field(default=1000, ge=1)
     batch_max_rows: int = Field(default=5000, ge=1)
     batch_max_ms: int = Field(default=60_000, ge=1)
-    results_dir: Path = DEFAULT_RESULTS_DIR
+    results_dir: Path | None = None
     currencies: frozenset[str] = frozenset({"USD"})
     max_future_ms: int = Field(default=HOUR_MS, ge=0)
 
@@ -106,6 +108,11 @@ class GateConfig(_Model):
             batch_max_rows=own.batch_max_rows or self.batch_max_rows,
             batch_max_ms=own.batch_max_ms or self.batch_max_ms,
         )
+
+    @property
+    def results_path(self) -> Path:
+        """Where results go: ``results_dir``, or :data:`DEFAULT_RESULTS_DIR` when unset."""
+        return self.results_dir if self.results_dir is not None else DEFAULT_RESULTS_DIR
 
     def row_rules(self) -> RowRules:
         """The plain-Python row rules with the same currencies and future bound."""

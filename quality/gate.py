@@ -96,7 +96,9 @@ class QualityGate:
         self.runtime = runtime
         self.config = config
         self.profiles = profiles
-        self.store = ResultStore(config.results_dir)
+        self.store = ResultStore(config.results_path)
+        self.tags: dict[str, str] = {}
+        """Added to every stored result, e.g. ``{"run": ...}`` to tell one run's results."""
         self._rows = {s.subject: s for s in suites.values() if s.level == "rows"}
         self._features = {s.view: s for s in suites.values() if s.level == "features"}
         self._positions: dict[str, dict[Key, int]] = {}
@@ -267,6 +269,7 @@ class QualityGate:
         by_reason = verdict.failed_by_reason
         self.store.append(
             {
+                **self.tags,
                 "kind": "rows",
                 "result_id": result_id,
                 "suite": suite.name,
@@ -354,6 +357,7 @@ class QualityGate:
         )
         self.store.append(
             {
+                **self.tags,
                 "kind": "features",
                 "suite": suite.name,
                 "validated_at": now_iso(),

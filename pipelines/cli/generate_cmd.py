@@ -45,6 +45,9 @@ _FRACTION = click.FloatRange(0.0, 1.0)
 @click.option("--fraud-rings-per-hour", type=click.FloatRange(min=0), default=4.0,
               show_default=True, help="Fraud rings per hour of event time; 0 disables fraud.")
 @click.option("--topic-prefix", default="", help="Prepended to every topic name.")
+@click.option("--drift", "drifts", multiple=True, metavar="[TOPIC.]FIELD=FACTOR@START..END",
+              help="Multiply a numeric field by FACTOR for event times in [START, END) (ISO-8601, "
+              "epoch ms, or +10m after the first event; END may be empty). Repeatable.")
 @click.option("--bootstrap-servers", default=None,
               help="host:port[,host:port] [default: kafka.bootstrap_servers].")
 @click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -58,8 +61,9 @@ def generate(ctx: click.Context, seed: int, events: int | None, duration_s: floa
              rate: float, start: str | None, out_of_order: float, late: float,
              bad_undecodable: float, bad_unknown_fingerprint: float, bad_invalid: float,
              bound_ms: int | None, late_delay: tuple[float, float], shows: float,
-             fraud_rings_per_hour: float, topic_prefix: str, bootstrap_servers: str | None,
-             manifest_path: Path | None, dry_run: bool, quiet: bool) -> None:
+             fraud_rings_per_hour: float, topic_prefix: str, drifts: tuple[str, ...],
+             bootstrap_servers: str | None, manifest_path: Path | None, dry_run: bool,
+             quiet: bool) -> None:
     """Publish realistic live-stream marketplace traffic to the reference topics.
 
     Records go out in event-time order, apart from the out-of-order and late
@@ -67,22 +71,25 @@ def generate(ctx: click.Context, seed: int, events: int | None, duration_s: floa
     counts per topic and kind, the fraud accounts, chargeback labels, and the
     offset of every bad, late or out-of-order record.
     """
+    from pipelines.generator.drift import parse_drift
     from pipelines.generator.manifest import ManifestBuilder, is_tracked, write_manifest
-    from pipelines.generator.options import GeneratorOptions, parse_start
+    from pipelines.generator.options import GeneratorOptions, default_start_ms, parse_start
     from pipelines.generator.stream import Generation
 
     settings = load_settings(ctx)
     if events is not None and duration_s is not None:
         raise click.UsageError("give --events or --duration, not both")
+    start_ms = parse_start(start) if start else None
+    first_ms = default_start_ms(seed) if start_ms is None else start_ms
     options = GeneratorOptions(
-        seed=seed, events=events, duration_s=duration_s,
-        start_ms=parse_start(start) if start else None,
+        seed=seed, events=events, duration_s=duration_s, start_ms=start_ms,
         out_of_order=out_of_order, late=late, bad_undecodable=bad_undecodable,
         bad_unknown_fingerprint=bad_unknown_fingerprint, bad_invalid=bad_invalid,
         bound_ms=settings.flink.out_of_orderness_ms if bound_ms is None else bound_ms,
         late_min_ms=int(late_delay[0] * 1000), late_max_ms=int(late_delay[1] * 1000),
         shows=shows, fraud_rings_per_hour=fraud_rings_per_hour, topic_prefix=topic_prefix,
         default_partitions=settings.kafka.partitions,
+        drifts=tuple(parse_drift(d, first_ms) for d in drifts),
     )
     path = manifest_path or Path(settings.stack.state_dir) / "generate-manifest.json"
     servers = bootstrap_servers or settings.kafka.bootstrap_servers

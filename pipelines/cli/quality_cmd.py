@@ -20,20 +20,24 @@ from pipelines.errors import ConfigError
 
 
 def _gate_config(ctx: click.Context) -> Any:
-    """The ``quality`` section of the settings when there is one, else the defaults."""
-    from quality.config import GateConfig
-
-    section = getattr(load_settings(ctx), "quality", None)
-    return section if isinstance(section, GateConfig) else GateConfig()
+    """The gate settings: the ``quality`` section with ``results_dir`` resolved."""
+    settings = load_settings(ctx)
+    return settings.quality.gate_config(settings.stack.state_dir)
 
 
 def _results_dir(ctx: click.Context, given: Path | None) -> Path:
     if given is not None:
         return given
     settings = load_settings(ctx)
-    if getattr(settings, "quality", None) is not None:
-        return Path(_gate_config(ctx).results_dir)
-    return Path(settings.stack.state_dir) / "quality"
+    return settings.quality.results_in(settings.stack.state_dir)
+
+
+def _quality_dir(ctx: click.Context, given: Path | None) -> Path:
+    from quality.suites import QUALITY_DIR
+
+    if given is not None:
+        return given
+    return load_settings(ctx).quality.quality_dir() or QUALITY_DIR
 
 
 def _results_option(func: Any) -> Any:
@@ -60,7 +64,8 @@ def quality() -> None:
     "--quality-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write to <dir>/profiles/VIEW.json (default: the quality package's directory).",
+    help="Write to <dir>/profiles/VIEW.json (default: quality.dir, else the quality "
+    "package's directory).",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the profile to this file instead.")
@@ -90,7 +95,7 @@ def profile_cmd(
     batch bounds here as in the gate's configuration.
     """
     from quality.profile import BatchBounds, profile_from_offline
-    from quality.suites import QUALITY_DIR, feature_suite_name, load_suite_files
+    from quality.suites import feature_suite_name, load_suite_files
 
     from_ms, to_ms = parse_time(from_, "--from"), parse_time(to, "--to")
     if to_ms <= from_ms:
@@ -100,7 +105,7 @@ def profile_cmd(
     from pipelines.sinks.s3 import s3_options_for
 
     s3_options = s3_options_for(settings, uri)
-    base = quality_dir or QUALITY_DIR
+    base = _quality_dir(ctx, quality_dir)
     suite = load_suite_files(base / "suites").get(feature_suite_name(view))
     if suite is None:
         raise ConfigError(

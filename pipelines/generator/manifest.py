@@ -99,6 +99,8 @@ class ManifestBuilder:
                 "by_reason": {k: dict(sorted(v.items()))
                               for k, v in sorted(self.by_reason.items())},
             },
+            "drifted": [{**d.as_dict(), "events": n} for d, n in
+                        zip(self.options.drifts, generation.drifted, strict=True)],
             "fraud_user_ids": sorted(generation.fraud_user_ids),
             "chargebacks": generation.chargebacks,
             "records_of_interest": [tracked[s] for s in sorted(tracked)],

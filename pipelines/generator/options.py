@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.errors import ConfigError
+from pipelines.generator.drift import Drift
 from pipelines.topics import REFERENCE_TOPICS
 
 # Record kinds, as the manifest names them.
@@ -100,6 +101,8 @@ class GeneratorOptions:
             ``default_partitions``. The generator picks partitions itself, as
             Kafka's default partitioner would, so lateness holds per partition.
         default_partitions: partition count of topics missing from ``partitions``.
+        drifts: fields multiplied by a factor for a period of event time
+            (:mod:`~pipelines.generator.drift`); the simulation itself is unchanged.
     """
 
     seed: int = 0
@@ -119,6 +122,7 @@ class GeneratorOptions:
     topic_prefix: str = ""
     partitions: Mapping[str, int] = field(default_factory=dict)
     default_partitions: int = 4
+    drifts: tuple[Drift, ...] = ()
 
     def __post_init__(self) -> None:
         def bad(key: str, problem: str, fix: str) -> ConfigError:
@@ -192,6 +196,7 @@ class GeneratorOptions:
             "topic_prefix": self.topic_prefix,
             "partitions": {t: self.partition_count(s)
                            for s, t in zip(REFERENCE_TOPICS, self.topics(), strict=True)},
+            "drifts": [d.as_dict() for d in self.drifts],
         }
 
 

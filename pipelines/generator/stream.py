@@ -20,6 +20,7 @@ from typing import Any
 
 from kafka.partitioner.default import murmur2
 
+from pipelines.generator.drift import check_fields, numeric_fields
 from pipelines.generator.entities import DAY, Event
 from pipelines.generator.faults import BadRecords, DelayLine, Item, key_of
 from pipelines.generator.model import Marketplace
@@ -65,7 +66,24 @@ class Generation:
         """Labels for backtests: orders charged back later (fraud rings, plus noise)."""
         self.max_event_ms: int | None = None
         """Largest Kafka timestamp published so far (the event-time progress)."""
+        self.drifted: list[int] = [0] * len(options.drifts)
+        """Per drift of the options, the valid records it changed (bad copies not counted)."""
+        check_fields(options.drifts, {
+            s: numeric_fields(self.codec.store.latest(s).schema) for s in REFERENCE_TOPICS})
         self._used = False
+
+    def _drift(self, ev: Event) -> Event:
+        """``ev`` with every drift that covers its subject and event time applied."""
+        record = ev.record
+        for drift in self.options.drifts:
+            if drift.applies(ev.subject, ev.time_ms) and drift.field in record:
+                record = drift.apply(record)
+        return ev if record is ev.record else ev._replace(record=record)
+
+    def _count_drift(self, ev: Event) -> None:
+        for i, drift in enumerate(self.options.drifts):
+            if drift.applies(ev.subject, ev.time_ms) and drift.field in ev.record:
+                self.drifted[i] += 1
 
     def _item(self, ev: Event, kind: str, value: bytes, record: dict[str, Any] | None,
               reason: str | None = None, subject: str | None = None) -> Item:
@@ -83,6 +101,8 @@ class Generation:
         bad = BadRecords(self.codec, rng)
         until = None if opts.duration_s is None else opts.start + int(opts.duration_s * 1000)
         events = self.market.events(until)
+        if opts.drifts:
+            events = map(self._drift, events)
         limit = opts.events
         cut1 = opts.bad_undecodable
         cut2 = cut1 + opts.bad_unknown_fingerprint
@@ -95,6 +115,8 @@ class Generation:
             if u >= cut3:
                 yield self._item(ev, VALID, self._encoders[ev.subject](ev.record), ev.record)
                 bad.remember(ev.subject, ev.record)
+                if opts.drifts:
+                    self._count_drift(ev)
                 ev = next(events, None)
             elif u < cut1:
                 value, reason = bad.undecodable(ev.subject, ev.record)

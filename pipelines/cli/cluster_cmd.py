@@ -22,7 +22,7 @@ from pipelines.cluster.conf import default_options
 from pipelines.cluster.daemons import prometheus_port
 from pipelines.cluster.manager import ClusterManager, ProcessState
 from pipelines.cluster.rest import FlinkRest, JobSummary
-from pipelines.cluster.submit import check_jobmanager
+from pipelines.cluster.submit import check_jobmanager, resolve_target
 from pipelines.cluster.submit import submit as submit_job
 from pipelines.config import Settings
 
@@ -233,9 +233,22 @@ def status(ctx: click.Context, state_dir: Path | None) -> None:
 # --- submit -------------------------------------------------------------------
 
 
+def _use_config(ctx: click.Context, config: Path | None) -> None:
+    """``submit --config FILE`` is ``livefeat --config FILE submit``."""
+    if config is not None:
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        root.obj["config_path"] = str(config)
+        root.obj.pop("settings", None)
+
+
 def _submit(ctx: click.Context, pipeline: str, jobmanager: str | None, state_dir: Path | None,
             savepoint: str | None, allow_non_restored_state: bool, detached: bool,
-            pyfiles: tuple[str, ...], args: tuple[str, ...]) -> None:
+            pyfiles: tuple[str, ...], args: tuple[str, ...], *, config: Path | None = None,
+            bounded: bool = False) -> None:
+    _use_config(ctx, config)
+    settings: Settings = load_settings(ctx)
+    target, leading = resolve_target(pipeline, config=settings.source_file, bounded=bounded)
     manager = _manager(ctx, state_dir)
     address = _jobmanager(manager, jobmanager)
     local = manager.rest_url()
@@ -246,9 +259,9 @@ def _submit(ctx: click.Context, pipeline: str, jobmanager: str | None, state_dir
         def echo_line(line: str) -> None:
             click.echo(line, err=True)
     result = submit_job(
-        pipeline, address, log_dir=manager.paths.logs, conf_dir=conf_dir, savepoint=savepoint,
+        target, address, log_dir=manager.paths.logs, conf_dir=conf_dir, savepoint=savepoint,
         allow_non_restored_state=allow_non_restored_state, detached=detached, pyfiles=pyfiles,
-        job_args=args, on_line=echo_line,
+        job_args=(*leading, *args), on_line=echo_line,
     )
     click.echo(result.job_id)
     if detached:
@@ -257,6 +270,13 @@ def _submit(ctx: click.Context, pipeline: str, jobmanager: str | None, state_dir
 
 def _submit_options(func: F) -> F:
     for option in reversed((
+        click.option("--config", "config", type=click.Path(dir_okay=False, exists=True,
+                                                           path_type=Path),
+                     default=None,
+                     help="livefeat settings file (same as `livefeat --config FILE`); a "
+                     "pipeline's job reads it too."),
+        click.option("--bounded", is_flag=True,
+                     help="(pipelines) Process what the topics hold now, then finish."),
         click.option("--arg", "extra_args", multiple=True, metavar="VALUE",
                      help="An argument for the pipeline program (repeatable); or put them "
                      "after `--`."),
@@ -272,23 +292,26 @@ def _submit_options(func: F) -> F:
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("pipeline", metavar="PIPELINE_FILE_OR_MODULE")
+@click.argument("pipeline", metavar="PIPELINE")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--savepoint", "-s", default=None, metavar="PATH",
               help="Restore the job's state from this savepoint (or retained checkpoint).")
 @_submit_options
 @click.pass_context
 def submit(ctx: click.Context, pipeline: str, args: tuple[str, ...], savepoint: str | None,
-           extra_args: tuple[str, ...], pyfiles: tuple[str, ...], allow_non_restored_state: bool,
-           attached: bool, jobmanager: str | None, state_dir: Path | None) -> None:
-    """Submit a PyFlink pipeline to a Flink cluster and print the job id.
+           config: Path | None, bounded: bool, extra_args: tuple[str, ...],
+           pyfiles: tuple[str, ...], allow_non_restored_state: bool, attached: bool,
+           jobmanager: str | None, state_dir: Path | None) -> None:
+    """Submit a pipeline to a Flink cluster and print the job id.
 
-    PIPELINE_FILE_OR_MODULE is a .py file or a dotted module (pipelines.cluster.probe).
-    Arguments after it (after `--` if they could be taken for livefeat's options)
-    and --arg values go to the pipeline program.
+    PIPELINE is a livefeat pipeline name (marketplace, or package.module:ATTRIBUTE),
+    which runs the pipeline with the settings of --config, or a PyFlink program: a
+    .py file or a dotted module (pipelines.cluster.probe). Arguments after it (after
+    `--` if they could be taken for livefeat's options) and --arg values go to the
+    program.
     """
     _submit(ctx, pipeline, jobmanager, state_dir, savepoint, allow_non_restored_state,
-            not attached, pyfiles, (*extra_args, *args))
+            not attached, pyfiles, (*extra_args, *args), config=config, bounded=bounded)
 
 
 # --- jobs ---------------------------------------------------------------------
@@ -354,15 +377,45 @@ def savepoint(ctx: click.Context, job_id: str, target_dir: str | None, cancel_jo
                    f"{location} PIPELINE`", err=True)
 
 
+@jobs.command()
+@click.argument("job_id")
+@click.option("--drain", is_flag=True,
+              help="Advance event time to the end first: every window closes and the job "
+              "ends as if its input had ended (not for a job you mean to resume).")
+@click.option("--dir", "target_dir", default=None, metavar="URI",
+              help="Where to write the savepoint (default: the cluster's "
+              "execution.checkpointing.savepoint-dir).")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=300.0, show_default=True,
+              help="Seconds to wait for the savepoint.")
+@_jobmanager_option
+@click.pass_context
+def stop(ctx: click.Context, job_id: str, drain: bool, target_dir: str | None, timeout: float,
+         jobmanager: str | None, state_dir: Path | None) -> None:
+    """Stop JOB_ID with a savepoint (sources first, then a savepoint); print its location.
+
+    Unlike `savepoint --cancel`, nothing is processed after the savepoint. With
+    --drain, a bounded pipeline resumed from a savepoint ends once it has read
+    its input (see deploy/cluster/README.md).
+    """
+    rest = FlinkRest(_jobmanager(_manager(ctx, state_dir), jobmanager))
+    location = rest.stop(job_id, target_dir, drain=drain, timeout=timeout)
+    click.echo(location)
+    click.echo(f"job {job_id} is {'drained and ' if drain else ''}stopping", err=True)
+
+
 @jobs.command(context_settings={"ignore_unknown_options": True})
 @click.argument("savepoint_path", metavar="SAVEPOINT")
-@click.argument("pipeline", metavar="PIPELINE_FILE_OR_MODULE")
+@click.argument("pipeline", metavar="PIPELINE")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @_submit_options
 @click.pass_context
 def resume(ctx: click.Context, savepoint_path: str, pipeline: str, args: tuple[str, ...],
-           extra_args: tuple[str, ...], pyfiles: tuple[str, ...], allow_non_restored_state: bool,
-           attached: bool, jobmanager: str | None, state_dir: Path | None) -> None:
-    """Submit PIPELINE_FILE_OR_MODULE restoring its state from SAVEPOINT; print the job id."""
+           config: Path | None, bounded: bool, extra_args: tuple[str, ...],
+           pyfiles: tuple[str, ...], allow_non_restored_state: bool, attached: bool,
+           jobmanager: str | None, state_dir: Path | None) -> None:
+    """Submit PIPELINE (as for `submit`) restoring its state from SAVEPOINT; print the job id.
+
+    Give a pipeline the same settings and --bounded it was submitted with.
+    """
     _submit(ctx, pipeline, jobmanager, state_dir, savepoint_path, allow_non_restored_state,
-            not attached, pyfiles, (*extra_args, *args))
+            not attached, pyfiles, (*extra_args, *args), config=config, bounded=bounded)

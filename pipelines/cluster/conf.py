@@ -189,6 +189,8 @@ def cluster_values(options: ClusterOptions, paths: ClusterPaths) -> dict[str, An
         # Notice a killed TaskManager within seconds, not the default 50 s.
         "heartbeat.interval": 2000,
         "heartbeat.timeout": 20000,
+        # Job metrics in the REST API and web UI at most 2 s old, not the default 10 s.
+        "metrics.fetcher.update-interval": 2000,
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": options.restart_attempts,
         "restart-strategy.fixed-delay.delay": options.restart_delay,

@@ -1,8 +1,8 @@
 """A small client of Flink's REST API (the JobManager's port 8081 by default).
 
 Only the calls livefeat needs: cluster overview, TaskManagers, jobs, a job's
-state and checkpoints, cancel, and savepoints (trigger, then poll until it is
-done). Standard library only (``urllib``); every failure becomes a
+state and checkpoints, cancel, savepoints and stop-with-savepoint (trigger,
+then poll until it is done). Standard library only (``urllib``); every failure becomes a
 :class:`~pipelines.errors.StackError` that names the URL and what to do.
 
 Typical use (needs a running cluster, so not run as a doctest)::
@@ -18,10 +18,21 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pipelines.errors import StackError
+
+TRANSIENT_SAVEPOINT_FAILURES = (
+    "Checkpoint was declined", "Task local checkpoint failure",
+    "Not all required tasks are currently running", "is not being executed",
+)
+"""How Flink says that tasks could not take a savepoint just now: one was finishing
+(``declined (task is closing)``, or asked after it had finished), or not yet running."""
+
+SAVEPOINT_ATTEMPTS = 10
+"""Tries of a savepoint that fails that way while the job keeps running."""
 
 TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED", "SUSPENDED"})
 """Job states a job never leaves."""
@@ -273,15 +284,82 @@ class FlinkRest:
             "directory is writable by the cluster",
         )
 
-    def savepoint(self, job_id: str, target_dir: str | None = None, *, cancel: bool = False,
-                  timeout: float = 300.0, poll: float = 0.5) -> str:
-        """Trigger a savepoint and wait for it; returns its location.
+    def trigger_stop(self, job_id: str, target_dir: str | None = None, *,
+                     drain: bool = False) -> str:
+        """``POST /jobs/<id>/stop``: stop with a savepoint; returns the trigger id to poll.
+
+        Args:
+            job_id: the job.
+            target_dir: where to write the savepoint (None: the cluster's savepoint dir).
+            drain: first advance event time to the end (``MAX_WATERMARK``), so every
+                event-time timer fires and the job ends ``FINISHED`` as if its input had
+                ended; without it the job ends ``FINISHED`` with timers still pending in
+                the savepoint, to be resumed.
+        """
+        body: dict[str, Any] = {"drain": drain, "formatType": "CANONICAL"}
+        if target_dir:
+            body["targetDirectory"] = target_dir
+        answer = self.request("POST", f"/jobs/{job_id}/stop", body)
+        trigger = answer.get("request-id") if isinstance(answer, dict) else None
+        if not trigger:
+            raise StackError(f"Flink did not return a stop trigger id: {answer!r}"[:300],
+                             where=self.url, fix="retry; check the JobManager log")
+        return str(trigger)
+
+    def stop(self, job_id: str, target_dir: str | None = None, *, drain: bool = False,
+             timeout: float = 300.0, poll: float = 0.5) -> str:
+        """Stop a job with a savepoint (see :meth:`trigger_stop`) and wait; returns its location.
+
+        A savepoint the tasks decline while the job runs on (a task is just
+        finishing, or not yet running) is tried again until ``timeout``.
 
         Raises:
             StackError: it failed, or did not complete within ``timeout`` seconds.
         """
-        trigger = self.trigger_savepoint(job_id, target_dir, cancel=cancel)
+        return self._with_retries(
+            job_id, lambda: self.trigger_stop(job_id, target_dir, drain=drain), timeout, poll)
+
+    def savepoint(self, job_id: str, target_dir: str | None = None, *, cancel: bool = False,
+                  timeout: float = 300.0, poll: float = 0.5) -> str:
+        """Trigger a savepoint and wait for it; returns its location.
+
+        A savepoint the tasks decline while the job runs on (a task is just
+        finishing, or not yet running) is tried again until ``timeout``; the job
+        is only cancelled (``cancel``) after one succeeded.
+
+        Raises:
+            StackError: it failed, or did not complete within ``timeout`` seconds.
+        """
+        return self._with_retries(
+            job_id, lambda: self.trigger_savepoint(job_id, target_dir, cancel=cancel), timeout,
+            poll)
+
+    def _with_retries(self, job_id: str, trigger: Callable[[], str], timeout: float,
+                      poll: float) -> str:
         deadline = time.monotonic() + timeout
+        for attempt in range(1, SAVEPOINT_ATTEMPTS + 1):
+            try:
+                return self._await_savepoint(job_id, trigger(), deadline, poll, timeout)
+            except StackError as exc:
+                if attempt == SAVEPOINT_ATTEMPTS or not self._worth_retrying(job_id, exc,
+                                                                             deadline):
+                    raise
+            time.sleep(poll)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _worth_retrying(self, job_id: str, exc: StackError, deadline: float) -> bool:
+        """Whether a failed savepoint may succeed if tried again: a transient refusal by
+        the tasks while the job is still RUNNING."""
+        transient = any(text in exc.problem for text in TRANSIENT_SAVEPOINT_FAILURES)
+        if not transient or time.monotonic() >= deadline:
+            return False
+        try:
+            return self.job_state(job_id) == "RUNNING"
+        except StackError:
+            return False
+
+    def _await_savepoint(self, job_id: str, trigger: str, deadline: float, poll: float,
+                         timeout: float) -> str:
         while True:
             status, location = self.savepoint_status(job_id, trigger)
             if location is not None:

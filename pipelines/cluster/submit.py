@@ -7,14 +7,23 @@ REST endpoint; the TaskManagers then start Python workers with ``PY`` too.
 The job id is read from the client's output (``Job has been submitted with
 JobID <32 hex digits>``).
 
+A livefeat *pipeline name* (``marketplace``, a module of :mod:`pipelines.jobs`,
+or ``package.module:ATTRIBUTE``) resolves to the entry module
+:mod:`pipelines.runtime.entry` with ``--pipeline NAME [--config FILE]
+[--bounded]`` (:func:`resolve_target`).
+
 >>> pipeline_option("pipelines.cluster.probe")
 ['-pym', 'pipelines.cluster.probe']
+>>> module, args = resolve_target("marketplace", config=Path("/etc/lf.yaml"), bounded=True)
+>>> module, args
+('pipelines.runtime.entry', ['--pipeline', 'marketplace', '--config', '/etc/lf.yaml', '--bounded'])
 >>> parse_job_id("...\\nJob has been submitted with JobID 0123456789abcdef0123456789abcdef\\n")
 '0123456789abcdef0123456789abcdef'
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -73,6 +82,54 @@ def pipeline_option(target: str) -> list[str]:
             fix="pass a pipeline file (job.py) or a dotted module (pipelines.cluster.probe)",
         )
     return ["-pym", target]
+
+
+ENTRY_MODULE = "pipelines.runtime.entry"
+"""The module ``flink run -pym`` runs for a livefeat pipeline name."""
+
+
+def is_pipeline_name(target: str) -> bool:
+    """Whether ``target`` names a livefeat pipeline rather than a file or module.
+
+    ``NAME`` is a pipeline when ``pipelines.jobs.NAME`` exists; ``package.module:ATTRIBUTE``
+    always is; dotted module names and ``.py`` files never are.
+    """
+    if ":" in target:
+        return True
+    if "." in target or os.sep in target or not _MODULE.match(target):
+        return False
+    return importlib.util.find_spec(f"pipelines.jobs.{target}") is not None
+
+
+def resolve_target(target: str, *, config: Path | None = None,
+                   bounded: bool = False) -> tuple[str, list[str]]:
+    """``(file or module to run, its leading arguments)`` for ``target``.
+
+    A pipeline name becomes the entry module with ``--pipeline NAME``, the
+    absolute settings file (``--config``) when there is one, and ``--bounded``.
+    A file or module is run as it is.
+
+    Raises:
+        ConfigError: ``--bounded`` for a file or module, or an unknown pipeline.
+    """
+    if not is_pipeline_name(target):
+        if bounded:
+            raise ConfigError(
+                "--bounded applies to livefeat pipelines, not to a file or module",
+                where=target,
+                fix="submit a pipeline by name (marketplace), or pass the program's own "
+                "arguments after `--`",
+            )
+        return target, []
+    from pipelines.features.registry import load_pipeline
+
+    load_pipeline(target)  # unknown names fail here, before Java starts
+    args = ["--pipeline", target]
+    if config is not None:
+        args += ["--config", str(config.expanduser().resolve())]
+    if bounded:
+        args.append("--bounded")
+    return ENTRY_MODULE, args
 
 
 def check_jobmanager(address: str) -> str:

@@ -6,6 +6,9 @@ temporary state directory, with the reference topics and the offline-store
 bucket created, and yields settings that point at it. Local paths in those
 settings (offline store, online SQLite file, checkpoints) point into the same
 temporary directory, so no test writes into the working tree.
+
+``cluster_dir`` is a real local Flink session cluster shared by the session
+(see :mod:`tests.integration.flink_cluster`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import pytest
 from pipelines.config import Settings
 from pipelines.stack import StackManager, override_stack
 from tests.conftest import free_port
+from tests.integration.flink_cluster import cluster_dir, flink_cluster_state
+
+__all__ = ["cluster_dir", "flink_cluster_state"]  # fixtures shared by the Flink cluster tests
 
 
 @pytest.fixture(scope="session")

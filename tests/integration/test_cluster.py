@@ -1,8 +1,9 @@
 """A real local Flink cluster: up, submit, savepoint, resume, TaskManager loss, down.
 
-One cluster (a JobManager and two TaskManagers with two slots each, on free
-ports) serves the module. The probe job (``pipelines.cluster.probe``) counts an
-ordered number sequence per key in keyed state; every line it writes must
+The session's cluster (a JobManager and two TaskManagers with two slots each,
+on free ports; see ``tests/integration/flink_cluster.py``) serves the module.
+The probe job (``pipelines.cluster.probe``) counts an ordered number sequence
+per key in keyed state; every line it writes must
 satisfy ``count == n // keys + 1``, which only holds after a restore when the
 counters and the source position came back together. The reference values
 here are computed from ``n`` alone, never read from the job's state.
@@ -12,84 +13,29 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
-from click.testing import CliRunner
 
 from pipelines.cli.cluster_cmd import cluster, jobs, submit
 from pipelines.cluster.conf import default_options
 from pipelines.cluster.daemons import group_leftovers, prometheus_port, recorded_group
-from pipelines.cluster.distribution import find_java
 from pipelines.cluster.manager import JM_SERVICE, ClusterManager, tm_service
 from pipelines.cluster.probe import DEFAULT_KEYS, CountLine, read_counts, violations
 from pipelines.cluster.rest import FlinkRest
-from pipelines.errors import StackError
 from pipelines.stack.process import Liveness, liveness
-from tests.conftest import free_port
+from tests.integration.flink_cluster import invoke as _invoke
+from tests.integration.flink_cluster import restarts as _restarts
+from tests.integration.flink_cluster import wait_for
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-
-
-def _java_or_skip() -> None:
-    try:
-        find_java()
-    except StackError as exc:  # pragma: no cover - CI has Java 17
-        pytest.skip(f"no Java for Flink: {exc.problem}")
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float = 90.0) -> T:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
-@pytest.fixture(scope="module")
-def cluster_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A state directory with a running 2 x 2-slot cluster on free ports."""
-    _java_or_skip()
-    state = tmp_path_factory.mktemp("cluster") / "state"
-    manager = ClusterManager(state)
-    try:
-        manager.up(default_options(taskmanagers=2, slots=2, rest_port=free_port(),
-                                   rpc_port=free_port()))
-        yield state
-    finally:
-        manager.down()
-
-
-def _invoke(command: object, args: list[str]) -> str:
-    result = CliRunner().invoke(command, args, catch_exceptions=False)  # type: ignore[arg-type]
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 def _lines_after(out: Path, minimum: int) -> list[CountLine]:
     return wait_for(f"{minimum} probe lines in {out}",
                     lambda: (lines if len(lines := read_counts(out)) >= minimum else None))
-
-
-def _restarts(rest: FlinkRest, job: str) -> int:
-    """The job's ``numRestarts``; 0 while the JobManager has not reported it yet.
-
-    Right after a TaskManager dies the metric query can answer an empty list
-    (the metric store is refreshed asynchronously), which is "not yet", not 0.
-    """
-    answer = rest.request("GET", f"/jobs/{job}/metrics?get=numRestarts")
-    return int(answer[0]["value"]) if answer else 0
 
 
 def _past(out: Path, n: int) -> list[CountLine] | None:

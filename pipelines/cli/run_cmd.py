@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from pipelines.cli.main import load_settings
 from pipelines.cli.times import parse_optional_time
+
+if TYPE_CHECKING:
+    from pipelines.runtime.summary import RunSummary
 
 
 @click.command("validate")
@@ -77,12 +82,24 @@ def backfill(
     help="Process what the topics hold now, then stop (reads up to the true end offsets).",
 )
 @click.option("--parallelism", type=int, help="Override flink.parallelism.")
+@click.option(
+    "--restore",
+    metavar="PATH|latest",
+    help="Resume from a retained checkpoint or savepoint directory; `latest`: the newest "
+    "complete checkpoint under flink.checkpoint_dir.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_context
 def run(
-    ctx: click.Context, pipeline: str, bounded: bool, parallelism: int | None, as_json: bool
+    ctx: click.Context,
+    pipeline: str,
+    bounded: bool,
+    parallelism: int | None,
+    restore: str | None,
+    as_json: bool,
 ) -> None:
     """Run a pipeline as a streaming job on the embedded Flink runtime."""
+    from pipelines.runtime.checkpoints import resolve_restore
     from pipelines.runtime.streaming import run_pipeline
 
     settings = load_settings(ctx)
@@ -90,9 +107,22 @@ def run(
         settings = settings.model_copy(
             update={"flink": settings.flink.model_copy(update={"parallelism": parallelism})}
         )
-    summary = run_pipeline(
-        settings, pipeline, bounded=bounded, progress=lambda m: click.echo(m, err=True)
-    )
+    say = functools.partial(click.echo, err=True)
+    restore_from = None
+    if restore is not None:
+        restore_from = resolve_restore(restore, settings.flink.checkpoint_dir)
+        say(f"restoring from {restore_from}")
+    if restore_from is not None and bounded:
+        # the Kafka connector never ends a restored bounded job by itself
+        from pipelines.runtime.restored_run import run_restored
+
+        summary: RunSummary | None = run_restored(
+            settings, pipeline, restore_from, progress=say
+        )
+    else:
+        summary = run_pipeline(
+            settings, pipeline, bounded=bounded, progress=say, restore_from=restore_from
+        )
     if summary is None:
         return
     if as_json:
@@ -101,5 +131,5 @@ def run(
         from pipelines.cli.summary_view import print_summary
 
         print_summary(summary)
-    if not summary.balanced:
+    if not summary.balanced or not summary.gate_balanced:
         sys.exit(1)

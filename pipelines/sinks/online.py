@@ -120,6 +120,9 @@ class OnlineSink(Sink):
         base_dir: Path | None = None,
         redis_socket_timeout_s: float = 2.0,
     ) -> None:
+        from pipelines.runtime.worker_logs import route_to_flink_log
+
+        route_to_flink_log()  # inside a Flink worker, outage messages go to the Flink log
         self.settings = settings
         self.pipeline = pipeline
         self.project = project

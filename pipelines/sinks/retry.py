@@ -6,7 +6,9 @@ error (connection refused, timeout, a 5xx answer) starts or continues an
 succeeds or the outage has lasted ``give_up_after_s`` seconds, at which point
 :class:`~pipelines.errors.SinkError` is raised. Any other error is raised at
 once. Outages are counted and logged once when they start and once when they
-end, never once per retry.
+end (a WARNING with the outage's duration and the running count and total),
+never once per retry. An outage lasts from the start of the first attempt that
+failed, so a call that hung until its timeout counts the time it hung.
 
 >>> r = Retrier("demo", RetryPolicy(give_up_after_s=1), is_transient=lambda e: False)
 >>> r.call(lambda: 42, what="answer")
@@ -121,6 +123,7 @@ class Retrier:
         started: float | None = None
         attempt = 0
         while True:
+            tried_at = self.clock()
             try:
                 result = fn()
             except Exception as exc:
@@ -130,7 +133,7 @@ class Retrier:
                 attempt += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 if started is None:
-                    started = now
+                    started = tried_at
                     self.stats.outages += 1
                     log.warning(
                         "%s unavailable (%s) while trying to %s; retrying with backoff "
@@ -159,7 +162,8 @@ class Retrier:
                 took = self.clock() - started
                 self.stats.outage_s += took
                 log.warning(
-                    "%s available again after %.1f s and %d retries (outage #%d)",
-                    self.service, took, attempt, self.stats.outages,
+                    "%s available again after an outage of %.1f s (%d retries); outage #%d, "
+                    "%.1f s of outages in total",
+                    self.service, took, attempt, self.stats.outages, self.stats.outage_s,
                 )
             return result

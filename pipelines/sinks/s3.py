@@ -115,9 +115,15 @@ def _arrow_options(endpoint_url: str | None, region: str | None) -> dict[str, An
 
 
 def boto3_client(settings: Settings, *, connect_timeout: float = 2.0,
-                 read_timeout: float = 10.0) -> Any:
+                 read_timeout: float = 3.0) -> Any:
     """A boto3 S3 client for ``settings.s3`` with short timeouts and no retries of its own
-    (:class:`S3ParquetSink` retries with backoff and counts outages)."""
+    (:class:`S3ParquetSink` retries with backoff and counts outages).
+
+    The read timeout bounds each wait on the socket (for the answer, or for room to send),
+    not the whole upload. Short, so that an endpoint that stops answering mid-request (a
+    frozen server, a dead connection) shows up as an outage within seconds; a false alarm
+    only costs a retry of the same idempotent PUT.
+    """
     import boto3
     from botocore.config import Config
 
@@ -164,6 +170,9 @@ class S3ParquetSink(ParquetSink):
         if not uri.startswith("s3://"):
             raise SinkError(f"not an s3:// URI: {uri}", where="offline_store.uri",
                             fix="use s3://bucket/prefix, or ParquetSink for a directory")
+        from pipelines.runtime.worker_logs import route_to_flink_log
+
+        route_to_flink_log()  # inside a Flink worker, outage messages go to the Flink log
         super().__init__(uri, writer_id, time_columns, s3_options=arrow_s3_options(settings))
         self.client = client if client is not None else boto3_client(settings)
         endpoint = settings.s3.endpoint_url or "AWS S3"

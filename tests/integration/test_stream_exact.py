@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -19,18 +18,22 @@ from typing import Any
 
 import pyarrow.compute as pc
 import pytest
-import yaml
-from click.testing import CliRunner
 
-from pipelines.cli.main import cli
 from pipelines.config import Settings
 from pipelines.jobs.marketplace import PIPELINE
-from pipelines.runtime.backfill import backfill, load_events
+from pipelines.runtime.backfill import backfill
 from pipelines.runtime.streaming import run_pipeline
 from pipelines.runtime.summary import RunSummary
 from pipelines.sinks.parquet import read_dataset
-from pipelines.stack import StackManager, override_stack
-from tests.conftest import free_port
+from tests.integration.exact import (
+    accepted_events,
+    assert_changelog_is_exact,
+    assert_online_is_exact,
+    fresh_stack,
+    generate,
+    read_changelog_rows,
+    write_config,
+)
 from tests.reference import Reference
 
 pytestmark = pytest.mark.integration
@@ -43,88 +46,12 @@ VIEWS = [v.name for v in PIPELINE.views]
 def job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A fresh stack, generated traffic with every fault kind, one bounded run."""
     root = tmp_path_factory.mktemp("stream")
-    base = Settings()
-    base = base.model_copy(
-        update={
-            "flink": base.flink.model_copy(
-                update={"checkpoint_dir": root / "ckpt", "checkpoint_interval_ms": 2000}
-            ),
-            "offline_store": base.offline_store.model_copy(update={"uri": str(root / "offline")}),
-            # a private online store: the default one in the working directory may hold
-            # newer rows for the same entity ids from another run
-            "online_store": base.online_store.model_copy(
-                update={"sqlite_path": root / "online.db"}
-            ),
-        }
-    )
-    base = override_stack(
-        base, broker_port=free_port(), s3_port=free_port(), state_dir=root / "state"
-    )
-    manager = StackManager(base)
-    try:
-        settings = manager.up().apply(base)
-        config = root / "livefeat.yaml"
-        config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude={"source_file"})))
-        manifest_path = root / "manifest.json"
-        result = CliRunner().invoke(
-            cli,
-            [
-                "--config",
-                str(config),
-                "generate",
-                "--events",
-                str(EVENTS),
-                "--seed",
-                "42",
-                "--out-of-order",
-                "0.03",
-                "--late",
-                "0.01",
-                "--bad-undecodable",
-                "0.003",
-                "--bad-unknown-fingerprint",
-                "0.003",
-                "--bad-invalid",
-                "0.006",
-                "--quiet",
-                "--manifest",
-                str(manifest_path),
-            ],
-            catch_exceptions=False,
-        )
-        assert result.exit_code == 0, result.output
+    with fresh_stack(root, checkpoint_interval_ms=2000) as settings:
+        manifest = generate(write_config(settings, root / "livefeat.yaml"),
+                            root / "manifest.json", EVENTS, 42)
         summary = run_pipeline(settings, "marketplace", bounded=True)
         assert summary is not None
-        yield {
-            "settings": settings,
-            "summary": summary,
-            "manifest": json.loads(manifest_path.read_text()),
-            "root": root,
-        }
-    finally:
-        manager.down()
-
-
-def read_changelog_rows(uri: str, view: Any) -> list[dict[str, Any]]:
-    """A view's changelog as dicts (times in epoch ms), deduplicated on (key, event_timestamp)
-    keeping the earliest created_timestamp, sorted by key and time."""
-    table = read_dataset(uri, f"features/{view.name}")
-    for name in table.schema.names:
-        if str(table.schema.field(name).type).startswith("timestamp"):
-            table = table.set_column(
-                table.schema.get_field_index(name), name, pc.cast(table.column(name), "int64")
-            )
-    key = view.entity.join_key
-    best: dict[tuple[str, int], dict[str, Any]] = {}
-    for row in table.to_pylist():
-        k = (row[key], row["event_timestamp"])
-        if k not in best or row["created_timestamp"] < best[k]["created_timestamp"]:
-            best[k] = row
-    return [best[k] for k in sorted(best)]
-
-
-def accepted_events(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    return load_events(settings.offline_store.uri, PIPELINE, None, None)
+        yield {"settings": settings, "summary": summary, "manifest": manifest, "root": root}
 
 
 def test_every_record_is_accounted_for(job: dict[str, Any]) -> None:
@@ -185,16 +112,8 @@ def test_quarantine_holds_exactly_the_bad_records_and_only_late_ones_as_late(
 @pytest.mark.parametrize("view", VIEWS)
 def test_changelog_equals_sql_reference(job: dict[str, Any], view: str) -> None:
     settings: Settings = job["settings"]
-    horizon = job["summary"].horizon_ms
     ref = Reference(accepted_events(settings))
-    key = PIPELINE.view(view).entity.join_key
-    names = ref.feature_names(view)
-    got = read_changelog_rows(settings.offline_store.uri, PIPELINE.view(view))
-    want = ref.changelog(view, horizon)
-    assert len(want) > 50  # the data must exercise the view
-    assert [(r[key], r["event_timestamp"], *(r[n] for n in names)) for r in got] == [
-        (r[key], r["event_timestamp"], *(r[n] for n in names)) for r in want
-    ]
+    assert_changelog_is_exact(settings, view, job["summary"].horizon_ms, ref)
 
 
 @pytest.mark.parametrize("view", VIEWS)
@@ -253,10 +172,7 @@ def test_every_accepted_event_was_written_once_per_position(job: dict[str, Any])
 
 @pytest.mark.parametrize("view", VIEWS)
 def test_online_store_holds_the_as_of_value_at_the_horizon(job: dict[str, Any], view: str) -> None:
-    from pipelines.feast_repo import feature_store, read_online
-
     settings: Settings = job["settings"]
-    horizon = job["summary"].horizon_ms
     definition = PIPELINE.view(view)
     ref = Reference(accepted_events(settings))
     keys = sorted(
@@ -266,14 +182,4 @@ def test_online_store_holds_the_as_of_value_at_the_horizon(job: dict[str, Any], 
         }
     )
     keys = random.Random(3).sample(keys, min(150, len(keys)))
-    want = {r[definition.entity.join_key]: r for r in ref.as_of(view, [(k, horizon) for k in keys])}
-    got = read_online(feature_store(settings), definition, keys)
-    for values in got:
-        expected = want[values.key]
-        for name in ref.feature_names(view):
-            value = values.values[name] if values.found else None
-            if name == "user_account_created_at" and value is not None:
-                # Feast stores timestamps in whole seconds
-                assert int(value.timestamp()) == expected[name] // 1000, (values.key, name)
-            elif values.found or expected[name] not in (0, None):
-                assert value == expected[name], (values.key, name, value, expected[name])
+    assert_online_is_exact(settings, view, job["summary"].horizon_ms, ref, keys)

@@ -12,6 +12,7 @@ Environment is read when :func:`load_config` is called, never at import time.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from pipelines.errors import ConfigError
+from quality.config import GateConfig
 
 DEFAULT_CONFIG_NAME = "livefeat.yaml"
 CONFIG_ENV = "LIVEFEAT_CONFIG"
@@ -66,15 +68,52 @@ class S3Settings(_Section):
     region: str = "us-east-1"
 
 
+CHECKPOINT_SCHEMES = frozenset(
+    {"file", "s3", "s3a", "s3p", "hdfs", "viewfs", "gs", "abfs", "abfss", "wasb", "wasbs", "oss"}
+)
+"""URI schemes ``flink.checkpoint_dir`` accepts: Flink's file systems (each but ``file``
+needs its plugin on the cluster, e.g. ``flink-s3-fs-presto`` for ``s3://``)."""
+
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+
+
 class FlinkSettings(_Section):
-    """How the streaming job runs."""
+    """How the streaming job runs.
+
+    ``checkpoint_dir`` is a local directory (a path, made absolute when a job is
+    built) or a URI that every Flink process can reach, kept exactly as written:
+    ``s3://bucket/prefix`` on Kubernetes, ``file:///shared/dir``, ``hdfs://...``.
+
+    >>> FlinkSettings(checkpoint_dir="s3://livefeat-flink/ckpt").checkpoint_dir
+    's3://livefeat-flink/ckpt'
+    >>> FlinkSettings(checkpoint_dir="ckpt").checkpoint_dir
+    PosixPath('ckpt')
+    """
 
     parallelism: int = Field(default=1, ge=1, le=512)
     execution_mode: Literal["thread", "process"] = "thread"
     checkpoint_interval_ms: int = Field(default=10_000, ge=0)
-    checkpoint_dir: Path = Path(".livefeat/checkpoints")
+    checkpoint_dir: Path | str = Path(".livefeat/checkpoints")
     out_of_orderness_ms: int = Field(default=5_000, ge=0)
     idleness_ms: int = Field(default=30_000, ge=0)
+
+    @field_validator("checkpoint_dir", mode="before")
+    @classmethod
+    def _path_or_uri(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value  # a Path (or something pydantic rejects with its own message)
+        match = _URI_SCHEME.match(value)
+        if match is None:
+            return Path(value)
+        scheme = match.group(1).lower()
+        if scheme not in CHECKPOINT_SCHEMES:
+            raise ValueError(
+                f"{value!r} has URI scheme {scheme!r}, which is not a Flink file system; use a "
+                f"local path or one of {', '.join(sorted(CHECKPOINT_SCHEMES))}"
+            )
+        if scheme != "file" and not re.match(r"^[^:]+://[^/]+", value):
+            raise ValueError(f"{value!r} names no bucket or host; write e.g. {scheme}://bucket/dir")
+        return value
 
 
 class OfflineStoreSettings(_Section):
@@ -109,6 +148,57 @@ class SchemaSettings(_Section):
     reader_versions: dict[str, int] = Field(default_factory=dict)
 
 
+class QualitySettings(GateConfig):
+    """The quality gate in the stream: a :class:`~quality.config.GateConfig` plus where it runs.
+
+    Every key of ``GateConfig`` is valid here (``drift_threshold``, ``action``,
+    ``views``, ``min_rows``, ``batch_max_rows``, ``batch_max_ms``, ``currencies``,
+    ``max_future_ms``, ``results_dir``); see docs/quality.md.
+
+    Attributes:
+        enabled: run the gate step between the ``views`` step and the sinks (default on).
+        dir: a directory with ``suites/`` and ``profiles/`` (default: the ones shipped
+            in the ``quality`` package).
+
+    ``results_dir`` left unset means ``<stack.state_dir>/quality``: the results are a
+    local directory (held batches wait there for ``livefeat quality release``), so they
+    live with the stack's other local state, also when the offline store is on S3.
+
+    >>> QualitySettings().gate_config(Path("/srv/state")).results_dir
+    PosixPath('/srv/state/quality')
+    >>> QualitySettings(results_dir=Path("/data/q")).results_in(Path("/srv/state"))
+    PosixPath('/data/q')
+    """
+
+    enabled: bool = True
+    dir: Path | None = None
+
+    @field_validator("dir")
+    @classmethod
+    def _has_suites(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value / "suites").is_dir():
+            raise ValueError(
+                f"{value} has no suites/ directory; copy the shipped quality/suites (and "
+                "quality/profiles) there, or remove `dir` to use the shipped ones"
+            )
+        return value
+
+    def results_in(self, state_dir: Path) -> Path:
+        """The results directory, absolute: ``results_dir`` if set, else ``<state_dir>/quality``."""
+        chosen = self.results_dir if self.results_dir is not None else Path(state_dir) / "quality"
+        return Path(chosen).absolute()
+
+    def quality_dir(self) -> Path | None:
+        """The suites and profiles directory, absolute (None: the shipped ones)."""
+        return None if self.dir is None else self.dir.absolute()
+
+    def gate_config(self, state_dir: Path) -> GateConfig:
+        """The plain :class:`GateConfig` the gate is built with, ``results_dir`` resolved."""
+        values = {name: getattr(self, name) for name in GateConfig.model_fields}
+        values["results_dir"] = self.results_in(state_dir)
+        return GateConfig.model_validate(values)
+
+
 class Settings(_Section):
     """All settings. Build with :func:`load_config`."""
 
@@ -119,6 +209,7 @@ class Settings(_Section):
     offline_store: OfflineStoreSettings = OfflineStoreSettings()
     online_store: OnlineStoreSettings = OnlineStoreSettings()
     schemas: SchemaSettings = SchemaSettings()
+    quality: QualitySettings = QualitySettings()
     source_file: Path | None = Field(default=None, exclude=True)
 
 
@@ -127,6 +218,8 @@ def _fix_for(error_type: str, loc: str) -> str:
         return f"remove or rename `{loc}`; see docs/configuration.md for the valid keys"
     if error_type.startswith("literal_error"):
         return f"set `{loc}` to one of the values listed above"
+    if loc.startswith("quality."):
+        return f"correct `{loc}` (see docs/quality.md, Configuration)"
     return f"correct `{loc}` (see docs/configuration.md)"
 
 

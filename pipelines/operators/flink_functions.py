@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 from pipelines.features.engine import Enricher, Item, ViewEngine
@@ -40,18 +40,37 @@ def _position(record: dict[str, Any]) -> tuple[int, int]:
     return (int(record.get("_partition", 0)), int(record.get("_offset", 0)))
 
 
-class AdmitFunction(ProcessFunction):
-    """Raw Kafka record -> ``(topic, time, record)``; bad or late records to QUARANTINE."""
+def partition_key(raw: Any) -> str:
+    """Key of the admit step: ``topic|partition`` of a RAW_RECORD row."""
+    return f"{raw[0]}|{raw[1]}"
+
+
+class AdmitFunction(KeyedProcessFunction):
+    """Raw Kafka record -> ``(topic, time, record)``; bad or late records to QUARANTINE.
+
+    Keyed by ``topic|partition`` (:func:`partition_key`) so that lateness is decided the
+    same way by every run over the same records, restored or not. A record is late when
+    its event time is at or behind the larger of the operator's current watermark and its
+    partition's own watermark (the largest Kafka timestamp the partition has shown before
+    it, minus the out-of-orderness bound, minus 1: what the source's watermark generator
+    computes). Flink does not checkpoint watermarks: a restored job starts from none, and
+    judged by the live watermark alone it would accept records the first run had
+    quarantined as late. The partition's largest timestamp is keyed state, so it comes
+    back with the Kafka offsets. The live watermark still counts, because a partition that
+    was idle does not hold it back and its records may be behind it.
+    """
 
     def __init__(
         self,
         pipeline: str,
         schemas_dir: str | None = None,
         reader_versions: dict[str, int] | None = None,
+        out_of_orderness_ms: int = 0,
     ) -> None:
         self.pipeline_name = pipeline
         self.schemas_dir = schemas_dir
         self.reader_versions = dict(reader_versions or {})
+        self.out_of_orderness_ms = out_of_orderness_ms
         self.admission: Admission | None = None
         self.plan: RoutingPlan | None = None
 
@@ -65,12 +84,27 @@ class AdmitFunction(ProcessFunction):
             self.plan, SingleObjectCodec(store), reader_versions=self.reader_versions
         )
         self.metrics = PipelineMetrics(runtime_context.get_metrics_group())
+        self.partition_max = runtime_context.get_state(
+            ValueStateDescriptor("partition_max_ts", Types.LONG())
+        )
+        # The state's value per partition key, cached: each key is served by one subtask.
+        self.max_ts: dict[tuple[str, int], int | None] = {}
 
-    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Any:
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
         assert self.admission is not None and self.plan is not None  # set in open()
         # value is a RAW_RECORD row: (topic, partition, offset, timestamp, key, value)
         raw = RawRecord(value[0], value[1], value[2], value[3], value[5] or b"")
+        position = (raw.topic, raw.partition)
+        if position in self.max_ts:
+            seen = self.max_ts[position]
+        else:
+            seen = self.max_ts[position] = self.partition_max.value()
         watermark = ctx.timer_service().current_watermark()
+        if seen is not None:
+            watermark = max(watermark, seen - self.out_of_orderness_ms - 1)
+        if raw.timestamp is not None and (seen is None or raw.timestamp > seen):
+            self.max_ts[position] = raw.timestamp
+            self.partition_max.update(raw.timestamp)
         record, quarantined = self.admission.admit(raw, watermark)
         metrics = self.metrics
         metrics.inc("events_in", label=("topic", raw.topic))

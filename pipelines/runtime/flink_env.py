@@ -14,9 +14,11 @@ What this takes care of (each one a measured pitfall, see docs/flink-runtime.md)
 * **Execution mode.** ``thread`` (default) is about 2.5x faster than
   ``process``; keyed state, event-time timers and checkpoints work in both.
 * **Checkpoints** are on by default (``flink.checkpoint_interval_ms``; 0
-  turns them off) and go to ``flink.checkpoint_dir`` as a ``file://`` URI. They
-  are kept when a job is cancelled, so a stopped job can be resumed with
-  ``restore_from``. The state backend is Flink's default (heap, ``hashmap``).
+  turns them off) and go to ``flink.checkpoint_dir``: a local path becomes an
+  absolute ``file://`` URI, a URI (``s3://bucket/prefix`` on Kubernetes) is
+  passed to Flink unchanged. They are kept when a job is cancelled, so a
+  stopped job can be resumed with ``restore_from``. The state backend is
+  Flink's default (heap, ``hashmap``).
 * **Restarts.** With checkpoints Flink would restart a failing job forever (a
   bug in a step looks like a hang); we allow :data:`RESTART_ATTEMPTS`, then
   the job fails with the cause. Without checkpoints it fails at once.
@@ -173,6 +175,22 @@ def worker_python_path() -> list[str]:
     return list(dict.fromkeys(e for e in entries if e and Path(e).is_dir()))
 
 
+def checkpoint_uri(checkpoint_dir: str | Path) -> str:
+    """``flink.checkpoint_dir`` as the URI Flink gets.
+
+    A URI (``s3://...``, ``file:///...``) is returned unchanged; a local path is
+    made absolute (against the working directory) and turned into a ``file://`` URI.
+
+    >>> checkpoint_uri("s3://livefeat-flink/marketplace/checkpoints")
+    's3://livefeat-flink/marketplace/checkpoints'
+    >>> checkpoint_uri(Path("/data/ckpt"))
+    'file:///data/ckpt'
+    """
+    if isinstance(checkpoint_dir, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", checkpoint_dir):
+        return checkpoint_dir
+    return Path(checkpoint_dir).expanduser().resolve().as_uri()
+
+
 def flink_configuration(
     flink: FlinkSettings,
     *,
@@ -199,7 +217,7 @@ def flink_configuration(
         conf.update(
             {
                 "execution.checkpointing.interval": f"{flink.checkpoint_interval_ms} ms",
-                "execution.checkpointing.dir": Path(flink.checkpoint_dir).resolve().as_uri(),
+                "execution.checkpointing.dir": checkpoint_uri(flink.checkpoint_dir),
                 "execution.checkpointing.mode": "EXACTLY_ONCE",
                 "execution.checkpointing.externalized-checkpoint-retention": (
                     "RETAIN_ON_CANCELLATION"

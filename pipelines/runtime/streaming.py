@@ -2,11 +2,12 @@
 
 The job, step by step (names are the Flink operator names and uids):
 
-    read_<topic>  ->  admit  ->  route_enrich -> enrich --+
-    (per topic)       |     \\-> route_views -------------+-> views -> offline_sink
-                      |                                              (features/<view>)
-                      +-> events/<topic> --------------------------> offline_sink
-                      +-> quarantine (side output) ------------------> offline_sink
+    read_<topic> -> admit -> route_enrich -> enrich --+
+    (per topic)     |    \\-> route_views -------------+-> views -> gate -> online_sink
+    keyed by        |                                                  \\-> offline_sink
+    topic|partition |                                                 (features/<view>)
+                    +-> events/<topic> -----------------------------------> offline_sink
+                    +-> quarantine (side output) -------------------------> offline_sink
 
 This module only wires steps; the logic lives in :mod:`pipelines.operators`.
 """
@@ -104,6 +105,7 @@ def build_job(
         EnrichFunction,
         RouteFunction,
         ViewsFunction,
+        partition_key,
     )
     from pipelines.sources.base import build_all
     from pipelines.sources.kafka import KafkaTopicSource
@@ -125,8 +127,14 @@ def build_job(
     ]
     raw = build_all(env, sources)
     admitted = (
-        raw.process(
-            AdmitFunction(pipeline_name, schemas_dir, settings.schemas.reader_versions),
+        raw.key_by(partition_key, key_type=Types.STRING())
+        .process(
+            AdmitFunction(
+                pipeline_name,
+                schemas_dir,
+                settings.schemas.reader_versions,
+                settings.flink.out_of_orderness_ms,
+            ),
             output_type=PICKLED,
         )
         .name("admit")
@@ -152,6 +160,10 @@ def build_job(
         .name("views")
         .uid("views")
     )
+    if settings.quality.enabled:
+        from pipelines.operators.gate_function import gate_step
+
+        rows = gate_step(rows, settings, pipeline, end_offsets)
     schemas, time_columns = sink_datasets(pipeline, plan, settings)
     factory = functools.partial(_offline_factory, settings, time_columns)
     changelog = rows.map(_dataset_of_changelog, output_type=PICKLED).name("to_changelog")
@@ -162,7 +174,10 @@ def build_job(
         (
             changelog.key_by(_first, key_type=Types.STRING())
             .process(
-                BatchingSinkFunction(online, schemas, batch_rows=5_000, flush_interval_ms=500),
+                BatchingSinkFunction(
+                    online, schemas, batch_rows=5_000, flush_interval_ms=500,
+                    metric="online_writes",
+                ),
                 output_type=PICKLED,
             )
             .name("online_sink")
@@ -174,7 +189,9 @@ def build_job(
             quarantined.map(_dataset_of_quarantine, output_type=PICKLED).name("to_quarantine"),
         )
         .key_by(_first, key_type=Types.STRING())
-        .process(BatchingSinkFunction(factory, schemas), output_type=PICKLED)
+        .process(
+            BatchingSinkFunction(factory, schemas, metric="offline_writes"), output_type=PICKLED
+        )
         .name("offline_sink")
         .uid("offline_sink")
     )
@@ -187,8 +204,13 @@ def run_pipeline(
     bounded: bool,
     progress: Callable[[str], None] | None = None,
     watermark_emit: str = "periodic",
+    restore_from: str | None = None,
 ) -> RunSummary | None:
-    """Run ``pipeline_name``; for a bounded run, return the accounting summary."""
+    """Run ``pipeline_name``; for a bounded run, return the accounting summary.
+
+    ``restore_from``: a retained checkpoint or savepoint to resume from (see
+    :func:`pipelines.runtime.checkpoints.resolve_restore`).
+    """
     from pipelines.runtime.flink_env import create_env
     from pipelines.runtime.horizon import max_timestamp
     from pipelines.sources.offsets import kafka_python_config, true_end_offsets
@@ -217,6 +239,7 @@ def run_pipeline(
             "restart-strategy.fixed-delay.attempts": "3",
             "restart-strategy.fixed-delay.delay": "2 s",
         },
+        restore_from=restore_from,
     )
     build_job(
         env,
@@ -241,6 +264,7 @@ def run_pipeline(
         ) from exc
     if end_offsets is None:
         return None
+    from pipelines.runtime.summary import gate_results_dir
     from pipelines.sinks.s3 import s3_options_for
 
     return summarize(
@@ -249,4 +273,5 @@ def run_pipeline(
         end_offsets,
         s3_options=s3_options_for(settings),
         horizon_ms=horizon,
+        gate_results=gate_results_dir(settings),
     )

@@ -201,8 +201,21 @@ def test_python_paths_match_the_image() -> None:
         assert conf[key] == "/opt/venv/bin/python"
     args = deployment["spec"]["job"]["args"]
     assert args[args.index("-pyclientexec") + 1] == "/opt/venv/bin/python"
-    assert args[args.index("-pym") + 1] == "pipelines.cli.main"
-    assert (ROOT / "pipelines" / "cli" / "main.py").is_file()
+    assert args[args.index("-pym") + 1] == "pipelines.runtime.entry"
+    assert (ROOT / "pipelines" / "runtime" / "entry.py").is_file()
+    from pipelines.runtime.entry import parse_args
+
+    parsed = parse_args(args[args.index("-pym") + 2:])
+    assert parsed.pipeline == "marketplace" and not parsed.bounded
+
+
+def test_job_checkpoints_go_where_the_deployment_says() -> None:
+    """The job sets execution.checkpointing.dir itself, so its settings must name the same
+    S3 location as the FlinkDeployment, or checkpoints would land on the pod's disk."""
+    conf = _one("FlinkDeployment")["spec"]["flinkConfiguration"]
+    settings = yaml.safe_load(_one("ConfigMap")["data"]["livefeat.yaml"])
+    assert settings["flink"]["checkpoint_dir"] == conf["execution.checkpointing.dir"]
+    assert conf["execution.checkpointing.dir"].startswith("s3://")
 
 
 def test_service_account_role_and_binding_fit_together() -> None:

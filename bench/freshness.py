@@ -39,16 +39,9 @@ from pipelines.operators.routing import RoutingPlan
 from pipelines.sinks.parquet import read_dataset
 from pipelines.sources.offsets import kafka_python_config
 from pipelines.stack import StackManager, override_stack
+from pipelines.stack.process import free_port
 from schemas.codec import SingleObjectCodec
 from schemas.store import SchemaStore
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[int], q: float) -> int:

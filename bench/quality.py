@@ -228,7 +228,6 @@ def batch_figures(args: argparse.Namespace) -> None:
 def stream_share(events: int, seed: int) -> None:
     """Item 5: the bounded reference job with and without the gate step, same traffic."""
     import shutil
-    import socket
 
     import yaml
     from click.testing import CliRunner
@@ -240,12 +239,8 @@ def stream_share(events: int, seed: int) -> None:
     from pipelines.runtime.summary import gate_outcomes, run_key
     from pipelines.sources.offsets import true_end_offsets
     from pipelines.stack import StackManager, override_stack
+    from pipelines.stack.process import free_port
     from quality.results import ResultStore
-
-    def free_port() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return int(sock.getsockname()[1])
 
     root = Path(tempfile.mkdtemp(prefix="livefeat-bench-gate-"))
     base = override_stack(Settings(), broker_port=free_port(), s3_port=free_port(),

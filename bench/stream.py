@@ -30,17 +30,10 @@ from pipelines.runtime.batch import run_pipeline as run_batch
 from pipelines.runtime.streaming import run_pipeline
 from pipelines.sources.offsets import kafka_python_config
 from pipelines.stack import StackManager, override_stack
+from pipelines.stack.process import free_port
 from pipelines.topics import REFERENCE_TOPICS
 from schemas.codec import SingleObjectCodec
 from schemas.store import SchemaStore
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def settings_for(root: Path, parallelism: int) -> Settings:

@@ -190,6 +190,14 @@ def liveness(record: ProcessRecord) -> Liveness:
     return Liveness.RUNNING
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago (for private stacks in tests and
+    benchmarks; another process may take it before it is used)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def port_in_use(host: str, port: int) -> bool:
     """True when something listens on, or holds, ``host:port``."""
     if port_open(host, port):

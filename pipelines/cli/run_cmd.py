@@ -5,15 +5,11 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
 from pipelines.cli.main import load_settings
 from pipelines.cli.times import parse_optional_time
-
-if TYPE_CHECKING:
-    from pipelines.runtime.summary import RunSummary
 
 
 @click.command("validate")
@@ -112,17 +108,9 @@ def run(
     if restore is not None:
         restore_from = resolve_restore(restore, settings.flink.checkpoint_dir)
         say(f"restoring from {restore_from}")
-    if restore_from is not None and bounded:
-        # the Kafka connector never ends a restored bounded job by itself
-        from pipelines.runtime.restored_run import run_restored
-
-        summary: RunSummary | None = run_restored(
-            settings, pipeline, restore_from, progress=say
-        )
-    else:
-        summary = run_pipeline(
-            settings, pipeline, bounded=bounded, progress=say, restore_from=restore_from
-        )
+    summary = run_pipeline(
+        settings, pipeline, bounded=bounded, progress=say, restore_from=restore_from
+    )
     if summary is None:
         return
     if as_json:

@@ -7,8 +7,9 @@ returns before the only code that sends "no more splits". The sources read every
 partition to its end offset (kept in the checkpoint) and then wait forever, so
 the end of input, with its final watermark, never arrives and the job never ends.
 
-:func:`run_restored` works around it from the client. It starts the restored job
-with its REST endpoint on a known local port and waits until both
+:func:`pipelines.runtime.streaming.run_pipeline` works around it from the client:
+it starts a restored bounded job asynchronously, with its REST endpoint on a known
+local port (:data:`DRAIN_CONF`), and :func:`finish_restored_bounded` waits until both
 
 * every source task has been idle for two looks in a row (Flink's
   ``idleTimeMsPerSecond``: a source that has read all its splits waits, idle, for
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -44,7 +44,6 @@ from urllib.parse import urlparse
 from pipelines.cluster.rest import FlinkRest
 from pipelines.config import Settings
 from pipelines.errors import JobError, StackError
-from pipelines.runtime.summary import RunSummary
 from pipelines.sinks.parquet import read_dataset
 
 _TERMINAL = {"FINISHED", "FAILED", "CANCELED", "SUSPENDED"}
@@ -112,11 +111,13 @@ def _savepoint_target(checkpoint_dir: str | os.PathLike[str]) -> str:
     return (Path(checkpoint_dir).resolve() / "drain-savepoints").as_uri()
 
 
-def free_local_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for the job's REST endpoint)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+DRAIN_CONF = {
+    "rest.bind-address": "127.0.0.1",
+    "rest.address": "127.0.0.1",
+    # the REST API caches task metrics for 10 s by default; the drain waits on them
+    "metrics.fetcher.update-interval": "1 s",
+}
+"""Flink configuration of a restored bounded run (plus ``rest.port``)."""
 
 
 def _status(client: Any) -> str:
@@ -221,78 +222,3 @@ def _remove_local(location: str) -> None:
     parsed = urlparse(location)
     if parsed.scheme in ("", "file"):
         shutil.rmtree(Path(parsed.path), ignore_errors=True)
-
-
-def run_restored(
-    settings: Settings,
-    pipeline_name: str,
-    restore_from: str,
-    *,
-    progress: Callable[[str], None] | None = None,
-) -> RunSummary:
-    """Resume a bounded run from ``restore_from`` and finish it (see the module docs).
-
-    Mirrors :func:`pipelines.runtime.streaming.run_pipeline` for a bounded run, with
-    the job started asynchronously and ended by :func:`finish_restored_bounded`.
-
-    Raises:
-        JobError: the job failed or stalled.
-    """
-    from pipelines.features.registry import load_pipeline
-    from pipelines.features.validate import check
-    from pipelines.operators.routing import RoutingPlan
-    from pipelines.runtime.flink_env import create_env
-    from pipelines.runtime.horizon import max_timestamp
-    from pipelines.runtime.streaming import build_job, root_cause
-    from pipelines.runtime.summary import summarize
-    from pipelines.sinks.s3 import s3_options_for
-    from pipelines.sources.offsets import kafka_python_config, true_end_offsets
-    from schemas.store import SchemaStore
-
-    say = progress or (lambda _m: None)
-    pipeline = load_pipeline(pipeline_name)
-    check(pipeline, SchemaStore.load(settings.schemas.dir))
-    plan = RoutingPlan(pipeline)
-    end_offsets = true_end_offsets(settings.kafka, plan.topics)
-    say(f"bounded run over {sum(end_offsets.values()):,} records in {len(plan.topics)} topics, "
-        f"resumed from {restore_from}")
-    horizon = max_timestamp(end_offsets, **kafka_python_config(settings.kafka))
-    if settings.online_store.enabled:
-        from pipelines.feast_repo import apply
-
-        apply(settings, pipeline)
-    rest_port = free_local_port()
-    env = create_env(
-        settings,
-        extra={
-            "restart-strategy.type": "fixed-delay",
-            "restart-strategy.fixed-delay.attempts": "3",
-            "restart-strategy.fixed-delay.delay": "2 s",
-            "rest.bind-address": "127.0.0.1",
-            "rest.address": "127.0.0.1",
-            "rest.port": str(rest_port),
-            # the REST API caches task metrics for 10 s by default; the drain waits on them
-            "metrics.fetcher.update-interval": "1 s",
-        },
-        restore_from=restore_from,
-    )
-    build_job(env, settings, pipeline_name, bounded=True, horizon_ms=horizon,
-              end_offsets=end_offsets)
-    say(f"starting Flink job {pipeline.name} from the checkpoint")
-    try:
-        client = env.execute_async(f"livefeat-{pipeline.name}")
-        rest = FlinkRest(f"http://127.0.0.1:{rest_port}")
-        finish_restored_bounded(client, settings, end_offsets, rest, progress=say)
-    except JobError:
-        raise
-    except Exception as exc:  # Py4J wraps every Java failure in one exception type
-        raise JobError(
-            f"job failed: {root_cause(exc)}",
-            where=f"pipeline {pipeline.name}, restored from {restore_from}",
-            fix=f"see the Flink log in {settings.stack.state_dir}/flink-logs for the full trace",
-        ) from exc
-    from pipelines.runtime.summary import gate_results_dir
-
-    return summarize(pipeline, settings.offline_store.uri, end_offsets,
-                     s3_options=s3_options_for(settings), horizon_ms=horizon,
-                     gate_results=gate_results_dir(settings))

@@ -122,6 +122,8 @@ def build_job(
             settings.flink,
             bounded=bounded,
             watermark_emit=watermark_emit,  # type: ignore[arg-type]
+            end_offsets=None if end_offsets is None else {
+                p: end for (t, p), end in end_offsets.items() if t == topic},
         )
         for topic in plan.topics
     ]
@@ -209,7 +211,9 @@ def run_pipeline(
     """Run ``pipeline_name``; for a bounded run, return the accounting summary.
 
     ``restore_from``: a retained checkpoint or savepoint to resume from (see
-    :func:`pipelines.runtime.checkpoints.resolve_restore`).
+    :func:`pipelines.runtime.checkpoints.resolve_restore`). A restored bounded run is
+    drained once everything below the end offsets is stored (see
+    :mod:`pipelines.runtime.restored_run`).
     """
     from pipelines.runtime.flink_env import create_env
     from pipelines.runtime.horizon import max_timestamp
@@ -232,15 +236,22 @@ def run_pipeline(
         apply(settings, pipeline)
     # A failing job must fail, not retry forever: a few quick restarts (which also
     # exercise recovery from the last checkpoint), then the error reaches the caller.
-    env = create_env(
-        settings,
-        extra={
-            "restart-strategy.type": "fixed-delay",
-            "restart-strategy.fixed-delay.attempts": "3",
-            "restart-strategy.fixed-delay.delay": "2 s",
-        },
-        restore_from=restore_from,
-    )
+    extra = {
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": "3",
+        "restart-strategy.fixed-delay.delay": "2 s",
+    }
+    # The Kafka connector never ends a restored bounded job by itself (FLINK-31006): such a
+    # run is started asynchronously and drained from here (pipelines.runtime.restored_run),
+    # watching its task metrics on a REST endpoint of its own.
+    drain = bounded and restore_from is not None
+    if drain:
+        from pipelines.runtime.restored_run import DRAIN_CONF
+        from pipelines.stack.process import free_port
+
+        rest_port = free_port()
+        extra.update({**DRAIN_CONF, "rest.port": str(rest_port)})
+    env = create_env(settings, extra=extra, restore_from=restore_from)
     build_job(
         env,
         settings,
@@ -253,13 +264,26 @@ def run_pipeline(
     say(
         f"starting Flink job {pipeline.name} (parallelism {settings.flink.parallelism}, "
         f"{settings.flink.execution_mode} mode)"
+        + (f", resumed from {restore_from}" if restore_from else "")
     )
     try:
-        env.execute(f"livefeat-{pipeline.name}")
+        if drain:
+            from pipelines.cluster.rest import FlinkRest
+            from pipelines.runtime.restored_run import finish_restored_bounded
+
+            assert end_offsets is not None
+            client = env.execute_async(f"livefeat-{pipeline.name}")
+            finish_restored_bounded(client, settings, end_offsets,
+                                    FlinkRest(f"http://127.0.0.1:{rest_port}"), progress=say)
+        else:
+            env.execute(f"livefeat-{pipeline.name}")
+    except JobError:
+        raise
     except Exception as exc:  # Py4J wraps every Java failure in one exception type
         raise JobError(
             f"job failed: {root_cause(exc)}",
-            where=f"pipeline {pipeline.name}",
+            where=f"pipeline {pipeline.name}"
+            + (f", restored from {restore_from}" if restore_from else ""),
             fix=f"see the Flink log in {settings.stack.state_dir}/flink-logs for the full trace",
         ) from exc
     if end_offsets is None:

@@ -125,6 +125,9 @@ class KafkaTopicSource(Source):
         group_id: consumer group; offsets are committed to it on checkpoints.
         watermark_emit: see :data:`WatermarkEmit`.
         step: step name; ``read_<topic>`` by default.
+        end_offsets: partition -> true end offset of a bounded run, when the caller has
+            read them already (the run's summary counts up to the same offsets); read
+            when :meth:`build` runs otherwise.
     """
 
     topic: str
@@ -135,6 +138,7 @@ class KafkaTopicSource(Source):
     group_id: str | None = None
     watermark_emit: WatermarkEmit = "periodic"
     step: str = ""
+    end_offsets: Mapping[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -205,7 +209,9 @@ class KafkaTopicSource(Source):
         from pyflink.table import DataTypes, Schema, TableDescriptor
 
         ends: dict[int, int] | None = None
-        if self.bounded or self.start == "latest":
+        if self.bounded and self.end_offsets is not None and self.start != "latest":
+            ends = dict(self.end_offsets)
+        elif self.bounded or self.start == "latest":
             found = true_end_offsets(self.kafka, [self.topic])
             ends = {partition: end for (_, partition), end in found.items()}
         schema = (

@@ -148,11 +148,10 @@ class Count(Aggregation):
 
 
 @dataclass(frozen=True)
-class Sum(Aggregation):
-    """Sum of an integer field over the window (0 when empty)."""
+class FieldAggregation(Aggregation):
+    """Base of the aggregations over one event field (``field``)."""
 
     field: str = ""
-    kind = "sum"
 
     @property
     def input_field(self) -> str | None:
@@ -160,28 +159,25 @@ class Sum(Aggregation):
 
 
 @dataclass(frozen=True)
-class Mean(Aggregation):
+class Sum(FieldAggregation):
+    """Sum of an integer field over the window (0 when empty)."""
+
+    kind = "sum"
+
+
+@dataclass(frozen=True)
+class Mean(FieldAggregation):
     """Mean of a numeric field over the window (null when empty)."""
 
-    field: str = ""
     kind = "mean"
     value_type: ValueType = "float64"
 
-    @property
-    def input_field(self) -> str | None:
-        return self.field
-
 
 @dataclass(frozen=True)
-class CountDistinct(Aggregation):
+class CountDistinct(FieldAggregation):
     """Exact number of distinct values of a field over the window (0 when empty)."""
 
-    field: str = ""
     kind = "count_distinct"
-
-    @property
-    def input_field(self) -> str | None:
-        return self.field
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from pipelines.features.definitions import (
     Aggregation,
     AsOf,
     ChangelogSource,
-    CountDistinct,
     EventSource,
+    FieldAggregation,
     Mean,
     Pipeline,
     Share,
@@ -162,7 +162,7 @@ def _check_aggregation(
             f"entity key {key_field!r} not in {agg.source.topic}",
             "set the view's key_fields for this source or pick another source",
         )
-    if isinstance(agg, Sum | Mean | CountDistinct):
+    if isinstance(agg, FieldAggregation):
         if not agg.field:
             add(where, f"{agg.kind} needs a field", "pass field=...")
         elif agg.field not in fields:

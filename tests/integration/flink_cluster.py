@@ -6,11 +6,14 @@ two slots each, on free ports) serves the whole session: each module that asks
 for it gets it running (``livefeat cluster up`` is idempotent and replaces a
 TaskManager an earlier test killed, or the whole cluster an earlier test
 stopped), and the session stops it by process id at the end.
+:func:`prometheus_urls` and :func:`scrape` read the TaskManagers' Prometheus endpoints.
 """
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipelines.cluster.conf import default_options
+from pipelines.cluster.daemons import prometheus_port
 from pipelines.cluster.distribution import find_java
 from pipelines.cluster.manager import ClusterManager
 from pipelines.cluster.rest import FlinkRest
@@ -68,6 +72,47 @@ def restarts(rest: FlinkRest, job: str) -> int:
     """
     answer = rest.request("GET", f"/jobs/{job}/metrics?get=numRestarts")
     return int(answer[0]["value"]) if answer else 0
+
+
+Sample = tuple[str, dict[str, str], float]
+"""One Prometheus sample: metric name, labels, value."""
+
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def prometheus_urls(state_dir: Path) -> list[str]:
+    """The ``/metrics`` URL of every running TaskManager of the cluster of ``state_dir``.
+
+    Each port is read from the TaskManager's own log, so a scrape never reaches another
+    cluster's process; a TaskManager that exports nothing fails the test.
+    """
+    urls = []
+    for tm in ClusterManager(state_dir).status().taskmanagers:
+        if tm.state != "running":
+            continue
+        port = None if tm.log is None else prometheus_port(tm.log)
+        if port is None:
+            pytest.fail(f"{tm.service} exports no Prometheus metrics (no reporter port in "
+                        f"{tm.log}); other Flink processes may hold every port of the "
+                        "reporter's range")
+        urls.append(f"http://127.0.0.1:{port}/metrics")
+    return urls
+
+
+def scrape(url: str, prefix: str = "", timeout: float = 10.0) -> list[Sample]:
+    """The samples of a Prometheus text endpoint whose metric name starts with ``prefix``."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    samples = []
+    for line in text.splitlines():
+        if not line.startswith(prefix) or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if match:
+            name, labels, value = match.groups()
+            samples.append((name, dict(_LABEL.findall(labels or "")), float(value)))
+    return samples
 
 
 SMALL_NETWORK_BUFFERS = {"taskmanager.memory.segment-size": "4kb"}

@@ -54,7 +54,7 @@ def _job(env: Any, variant: str, records: int) -> None:
     from pyflink.datastream.state import ValueStateDescriptor
     from pyflink.java_gateway import get_gateway
 
-    class Keyed(KeyedProcessFunction):  # type: ignore[misc]
+    class Keyed(KeyedProcessFunction):
         def __init__(self, use_state: bool, use_timer: bool) -> None:
             self.use_state, self.use_timer = use_state, use_timer
 

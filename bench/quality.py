@@ -14,21 +14,29 @@ Measures, on one core, with the suites and profiles shipped in ``quality/``:
 4. the share projected for high-volume traffic, where batches are full and GX's fixed
    cost per call vanishes: the per-row cost of the 100k-row batches over the
    pipeline's cost per event;
-5. the gate's share of a streaming run (``--parts stream``): a private stack, generated
-   traffic, the bounded reference job on the embedded Flink runtime over the same topics
-   without the gate step, with it (``quality.enabled``), and without it again. The first
-   run also pays for starting the JVM and importing PyFlink and Feast in this process, so
-   the gated run is compared with the second. Reported: wall times (start-up included),
-   their difference (GX's import in the job is a fixed part of it), and the validation
-   time the gate recorded for each micro-batch (``duration_ms`` of its stored results).
+5. what the gate costs a streaming job (``--parts stream``): a private stack, generated
+   traffic, then the bounded reference job on the embedded Flink runtime over the same
+   topics, in one process, in rounds of three runs (order rotating): ``plain`` without
+   the gate step; ``hop`` with the gate step but no feature suite, so every row passes
+   it unchecked (what the extra keyed Python step costs by itself: serialization, the
+   exchange, the call per row); ``gate`` with the gate as configured. A first run pays
+   for starting the JVM and importing PyFlink and Feast, and is left out. Reported:
+   median wall and CPU time per kind (start-up included; CPU of this process and its
+   children: the JVM with its embedded Python, the gate's validation process, the
+   stack), the differences ``hop - plain`` and ``gate - hop`` (Great Expectations:
+   import and validations), and from the ``gate_step`` results the gate recorded: where
+   it validated, how long it took to be ready, the validations' time, and how long the
+   step's task thread waited for a verdict.
 
 Run:  .venv/bin/python bench/quality.py [--minutes 30] [--row-batches 1000,10000,50000]
           [--feature-spans-ms 60000,600000] [--parts batch,stream] [--stream-events 20000]
+          [--stream-rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -60,6 +68,37 @@ START = 1_714_521_600_000
 SELLER_POLICY = {"seller_features": {"batch_max_ms": 600_000, "min_rows": 500}}
 
 
+
+
+def cpu_seconds() -> float | None:
+    """CPU time (user + system) of this process and its descendants, from ``/proc``.
+
+    The descendants are the local Flink runtime's JVM (with the Python it embeds in
+    thread mode) and the embedded stack's broker and S3 emulator. None without ``/proc``.
+    """
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone since the listing
+        fields = text[text.rindex(")") + 2:].split()  # from the state field on
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+    mine = {os.getpid()}
+    grew = True
+    while grew:
+        found = {pid for pid, ppid in parent.items() if ppid in mine} - mine
+        grew = bool(found)
+        mine |= found
+    return sum(ticks.get(pid, 0) for pid in mine) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(fn: Callable[[], Any], repeat: int = 1) -> float:
@@ -121,13 +160,15 @@ def main() -> None:
                         help="batch (items 1-4), stream (item 5), or both, comma-separated.")
     parser.add_argument("--stream-events", type=int, default=20_000,
                         help="Events published for the streaming comparison.")
+    parser.add_argument("--stream-rounds", type=int, default=3,
+                        help="Rounds of plain / hop / gate runs (after a warm-up run).")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     parts = set(args.parts.split(","))
     if "batch" in parts:
         batch_figures(args)
     if "stream" in parts:
-        stream_share(args.stream_events, args.seed)
+        stream_share(args.stream_events, args.seed, args.stream_rounds)
 
 
 def batch_figures(args: argparse.Namespace) -> None:
@@ -225,8 +266,9 @@ def batch_figures(args: argparse.Namespace) -> None:
           f"{projected / (per_event + projected):.1%} of the total")
 
 
-def stream_share(events: int, seed: int) -> None:
-    """Item 5: the bounded reference job with and without the gate step, same traffic."""
+def stream_share(events: int, seed: int, rounds: int) -> None:
+    """Item 5: the bounded reference job without the gate step, with a pass-through one,
+    and with the gate, on the same traffic."""
     import shutil
 
     import yaml
@@ -243,6 +285,9 @@ def stream_share(events: int, seed: int) -> None:
     from quality.results import ResultStore
 
     root = Path(tempfile.mkdtemp(prefix="livefeat-bench-gate-"))
+    no_suites = root / "no-suites"  # the gate step with nothing to validate: a pure hop
+    (no_suites / "suites").mkdir(parents=True)
+    (no_suites / "profiles").mkdir()
     base = override_stack(Settings(), broker_port=free_port(), s3_port=free_port(),
                           state_dir=root / "state")
     manager = StackManager(base)
@@ -254,38 +299,65 @@ def stream_share(events: int, seed: int) -> None:
                                           str(events), "--seed", str(seed), "--quiet"])
         if result.exit_code != 0:
             raise SystemExit(result.output)
-        ends = true_end_offsets(stack.kafka, RoutingPlan(PIPELINE).topics)
-        wall: dict[str, float] = {}
-        for name in ("no-gate-first", "gate", "no-gate"):
-            gate_on = name == "gate"
+        key = run_key(PIPELINE.name, true_end_offsets(stack.kafka, RoutingPlan(PIPELINE).topics))
+        kinds = ["plain", "hop", "gate"]
+        order = ["warm-up"] + [k for i in range(rounds) for k in kinds[i % 3:] + kinds[:i % 3]]
+        wall: dict[str, list[float]] = defaultdict(list)
+        cpu: dict[str, list[float]] = defaultdict(list)
+        steps: list[dict[str, Any]] = []
+        rows = batches = 0
+        for n, kind in enumerate(order):
+            results = root / f"quality-{n}"
             settings = stack.model_copy(update={
-                "flink": stack.flink.model_copy(update={"checkpoint_dir": root / f"ckpt-{name}"}),
+                "flink": stack.flink.model_copy(update={"checkpoint_dir": root / f"ckpt-{n}"}),
                 "offline_store": stack.offline_store.model_copy(
-                    update={"uri": str(root / f"offline-{name}")}),
+                    update={"uri": str(root / f"offline-{n}")}),
                 "online_store": stack.online_store.model_copy(
-                    update={"sqlite_path": root / f"online-{name}.db"}),
+                    update={"sqlite_path": root / f"online-{n}" / "online.db"}),
                 "quality": stack.quality.model_copy(update={
-                    "enabled": gate_on, "results_dir": root / f"quality-{name}"}),
+                    "enabled": kind in ("hop", "gate"), "results_dir": results,
+                    "dir": no_suites if kind == "hop" else None}),
             })
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), cpu_seconds()
             summary = run_stream(settings, "marketplace", bounded=True)
-            wall[name] = time.perf_counter() - started
-            assert summary is not None and summary.balanced
-            print(f"flink job, {name}: {summary.total_read:,} records, "
+            wall[kind].append(time.perf_counter() - started)
+            cpu_after = cpu_seconds()
+            if cpu_before is not None and cpu_after is not None:
+                cpu[kind].append(cpu_after - cpu_before)
+            assert summary is not None and summary.balanced and summary.gate_balanced
+            print(f"flink job, {kind}: {summary.total_read:,} records, "
                   f"{sum(summary.changelog_rows.values()):,} changelog rows, "
-                  f"{wall[name]:.1f} s end to end (start-up included)", flush=True)
-        results = ResultStore(root / "quality-gate")
-        key = run_key(PIPELINE.name, ends)
-        validation = sum(r["duration_ms"] for r in results.results("features")
-                         if r.get("run") == key) / 1000
-        outcomes = gate_outcomes(root / "quality-gate", key)
-        batches = sum(sum(g.batches.values()) for g in outcomes.values())
-        rows = sum(g.produced for g in outcomes.values())
-        extra = wall["gate"] - wall["no-gate"]
-        print(f"gate step: {batches} micro-batches, {rows:,} rows validated; validation "
-              f"{validation:.2f} s = {validation / wall['gate']:.1%} of the gated run; "
-              f"gated minus second ungated run {extra:+.1f} s = {extra / wall['gate']:+.1%} "
-              "(includes importing Great Expectations in the job, and the machine's noise)")
+                  f"{wall[kind][-1]:.1f} s end to end (start-up included), "
+                  f"CPU {cpu[kind][-1] if cpu[kind] else float('nan'):.1f} s", flush=True)
+            if kind == "gate":
+                outcomes = gate_outcomes(results, key)
+                batches = sum(sum(g.batches.values()) for g in outcomes.values())
+                rows = sum(g.produced for g in outcomes.values())
+                steps += [r for r in ResultStore(results).results("gate_step")
+                          if r.get("run") == key]
+        del wall["warm-up"], cpu["warm-up"]
+        med = {k: statistics.median(v) for k, v in wall.items()}
+        med_cpu = {k: statistics.median(v) for k, v in cpu.items() if v}
+        print(f"\nthe gate step in the job, medians of {rounds} runs each ({machine()}):")
+        for k in kinds:
+            print(f"  {k:<6} wall {med[k]:5.1f} s {sorted(round(x, 1) for x in wall[k])}   "
+                  f"CPU {med_cpu.get(k, float('nan')):5.1f} s")
+        hop, gx = med["hop"] - med["plain"], med["gate"] - med["hop"]
+        total = med["gate"] - med["plain"]
+        print(f"  the step itself (hop - plain): {hop:+.1f} s wall = {hop / med['gate']:.1%} "
+              f"of the gated run ({hop / max(rows, 1) * 1e6:.0f} us per changelog row)")
+        print(f"  Great Expectations (gate - hop): {gx:+.1f} s wall = {gx / med['gate']:.1%}")
+        print(f"  the gate in all (gate - plain): {total:+.1f} s wall = {total / med['gate']:.1%}"
+              + (f"; CPU {med_cpu['gate'] - med_cpu['plain']:+.1f} s" if med_cpu else ""))
+        per_run = max(len(wall["gate"]), 1)
+        validation = sum(r["validation_s"] for r in steps) / per_run
+        waited = sum(r["waited_s"] for r in steps) / per_run
+        loads = sorted(round(r["load_s"], 1) for r in steps if r.get("load_s") is not None)
+        workers = sorted({str(r.get("worker")) for r in steps})
+        print(f"  per gated run: {batches} micro-batches, {rows:,} rows; validations "
+              f"{validation:.2f} s ({validation / med['gate']:.1%} of the run) on a "
+              f"{'/'.join(workers)} worker, ready {loads} s after the step opened; "
+              f"the task thread waited {waited:.2f} s for verdicts")
     finally:
         manager.down()
         shutil.rmtree(root, ignore_errors=True)

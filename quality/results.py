@@ -11,11 +11,17 @@ Result lines are appended with one ``write`` on a file opened in append mode, so
 concurrent writers on one machine do not interleave lines. Batch files are written
 under a temporary name and renamed, so a reader never sees half a batch.
 
-Release protocol (for the sink): ``livefeat quality release BATCH_ID`` moves
-``held/<view>/<id>.json`` to ``released/<view>/<id>.json`` and records a ``release``
-line. The sink polls :meth:`ResultStore.pending_releases`, writes the rows of each
-batch exactly as it writes any feature batch, then calls
-:meth:`ResultStore.mark_materialized`, which moves the file to ``materialized/``.
+Release protocol: :meth:`ResultStore.release` moves ``held/<view>/<id>.json`` to
+``released/<view>/<id>.json`` and records a ``release`` line. A writer (``livefeat
+quality release`` itself, :mod:`pipelines.sinks.release`) then takes each batch of
+:meth:`ResultStore.pending_releases`, fixes the ``created_timestamp`` its rows get
+(:meth:`ResultStore.write_stamp`, kept in the file so that a retry writes identical
+rows), writes the rows as the stream's sinks write any feature batch, and calls
+:meth:`ResultStore.mark_materialized`, which moves the file to ``materialized/`` and
+records a ``materialize`` line. A batch found in ``released/`` is one whose writing
+did not finish (or has not started): writing it again is safe, since the offline
+changelog tolerates duplicates of identical rows and the online store never replaces a
+newer value.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from typing import Any
 from pipelines.errors import LivefeatError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]")
+
+STATES = ("held", "released", "materialized")
+"""Where a feature batch of a block verdict can be, in the order it moves."""
 
 
 def now_iso() -> str:
@@ -117,13 +126,19 @@ class ResultStore:
         self._write_batch(path, doc)
         return path
 
-    def _batches(self, state: str, view: str | None = None) -> list[StoredBatch]:
+    def _batches(
+        self, state: str, view: str | None = None, name: str = "*"
+    ) -> list[StoredBatch]:
         base = self.root / state
         if not base.is_dir():
             return []
         out = []
-        for path in sorted(base.glob(f"{view or '*'}/*.json")):
-            doc = json.loads(path.read_text())
+        for path in sorted(base.glob(f"{view or '*'}/{name}.json")):
+            try:
+                doc = json.loads(path.read_text())
+            except FileNotFoundError:
+                continue  # moved on by another process since the listing
+            path = path.absolute()
             info = {k: v for k, v in doc.items() if k != "rows"}
             out.append(
                 StoredBatch(
@@ -146,22 +161,43 @@ class ResultStore:
         """Released batches the sink has not written yet."""
         return self._batches("released", view)
 
+    def materialized(self, view: str | None = None) -> list[StoredBatch]:
+        """Released batches whose rows have been written to the stores."""
+        return self._batches("materialized", view)
+
+    def find(self, batch_id: str, view: str | None = None) -> list[StoredBatch]:
+        """Every stored batch with this id (held, released or materialized; any view)."""
+        name = safe_name(batch_id)
+        return [b for state in STATES for b in self._batches(state, view, name)]
+
+    def unknown_batch(self, batch_id: str, view: str | None = None) -> LivefeatError:
+        """The error for a batch id nothing holds, naming a few held ids to choose from."""
+        held = sorted(self.held(view), key=lambda b: (b.view, b.batch_id))
+        some = ", ".join(b.batch_id for b in held[:5]) + (", ..." if len(held) > 5 else "")
+        scope = f" of view {view}" if view else ""
+        return LivefeatError(
+            f"no held or released batch{scope} has this id",
+            where=f"{self.root}, batch {batch_id}",
+            fix=(f"held now: {some} (`livefeat quality held` lists them all)" if held
+                 else "nothing is held here; check --results-dir / quality.results_dir"),
+        )
+
     def release(self, batch_id: str, view: str | None = None, by: str = "") -> StoredBatch:
         """Release a held batch: move it to ``released/`` for the sink and record it.
 
         Raises:
             LivefeatError: no held batch has this id (or several views hold one).
         """
-        name = safe_name(batch_id)
-        found = [b for b in self.held(view) if b.path.stem == name]
+        name = safe_name(batch_id)  # letters, digits, ._=- only: no glob pattern
+        found = self._batches("held", view, name)
         if not found:
-            done = [b for b in self.pending_releases(view) if b.path.stem == name]
-            problem = "already released" if done else "no held batch has this id"
-            raise LivefeatError(
-                problem,
-                where=f"{self.root}, batch {batch_id}",
-                fix="list held batches with `livefeat quality report`",
-            )
+            if self._batches("released", view, name) or self._batches("materialized", view, name):
+                raise LivefeatError(
+                    "already released",
+                    where=f"{self.root}, batch {batch_id}",
+                    fix="`livefeat quality release BATCH_ID` finishes writing a released batch",
+                )
+            raise self.unknown_batch(batch_id, view)
         if len(found) > 1:
             raise LivefeatError(
                 f"views {sorted(b.view for b in found)} each hold a batch with this id",
@@ -169,29 +205,81 @@ class ResultStore:
                 fix="name the view with --view",
             )
         batch = found[0]
-        doc = {**batch.info, "released_at": now_iso(), "released_by": by, "rows": batch.rows}
-        target = self.root / "released" / batch.view / batch.path.name
-        self._write_batch(target, doc)
+        earlier = self._batches("released", batch.view, name)
+        if earlier:
+            # An earlier release stopped between writing released/ and removing held/
+            # (the record comes last, so it is missing): finish that one.
+            released = earlier[0]
+        else:
+            doc = {**batch.info, "released_at": now_iso(), "released_by": by,
+                   "rows": batch.rows}
+            target = (self.root / "released" / batch.view / batch.path.name).absolute()
+            self._write_batch(target, doc)
+            released = StoredBatch(
+                batch.view, batch.batch_id, batch.result_id, batch.rows, "released", target,
+                {k: v for k, v in doc.items() if k != "rows"},
+            )
         batch.path.unlink()
         self.append(
             {
                 "kind": "release",
                 "view": batch.view,
                 "batch_id": batch.batch_id,
-                "result_id": batch.result_id,
-                "rows": len(batch.rows),
-                "released_at": doc["released_at"],
-                "released_by": by,
+                "result_id": released.result_id,
+                "rows": len(released.rows),
+                "released_at": released.info.get("released_at"),
+                "released_by": released.info.get("released_by", by),
             }
         )
-        return StoredBatch(
-            batch.view, batch.batch_id, batch.result_id, batch.rows, "released", target,
-            {k: v for k, v in doc.items() if k != "rows"},
-        )
+        return released
 
-    def mark_materialized(self, batch: StoredBatch) -> Path:
-        """The sink wrote a released batch: move its file to ``materialized/``."""
+    def write_stamp(self, batch: StoredBatch) -> int:
+        """The ``created_timestamp`` (epoch ms) the rows of a released batch are written with.
+
+        Fixed at the first call and kept in the batch's file (``written_at_ms``), so that
+        a write interrupted and run again writes identical rows.
+        """
+        if batch.state != "released":
+            raise LivefeatError(
+                f"batch is {batch.state}, not released",
+                where=f"{batch.path}",
+                fix="release it first (`livefeat quality release BATCH_ID`)",
+            )
+        stamp = batch.info.get("written_at_ms")
+        if stamp is not None:
+            return int(stamp)
+        stamp = int(datetime.now(UTC).timestamp() * 1000)
+        batch.info["written_at_ms"] = stamp
+        self._write_batch(batch.path, {**batch.info, "rows": batch.rows})
+        return stamp
+
+    def mark_materialized(
+        self, batch: StoredBatch, details: dict[str, Any] | None = None
+    ) -> Path:
+        """The sink wrote a released batch: move its file to ``materialized/``.
+
+        With ``details`` (JSON-ready: what was written where), a ``materialize`` result
+        line is recorded too. Marking a batch another process marked already is a no-op.
+        """
         target = self.root / "materialized" / batch.view / batch.path.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(batch.path, target)
+        try:
+            os.replace(batch.path, target)
+        except FileNotFoundError:
+            if target.exists():
+                return target
+            raise
+        if details is not None:
+            self.append(
+                {
+                    "kind": "materialize",
+                    "view": batch.view,
+                    "batch_id": batch.batch_id,
+                    "result_id": batch.result_id,
+                    "rows": len(batch.rows),
+                    "materialized_at": now_iso(),
+                    **details,
+                }
+            )
         return target
+

@@ -224,18 +224,62 @@ def held_cmd(ctx: click.Context, results_dir: Path | None, view: str | None) -> 
 
 
 @quality.command("release")
-@click.argument("batch_id")
-@click.option("--view", default=None, help="The view, when several hold a batch with this id.")
+@click.argument("batch_id", required=False)
+@click.option("--all", "all_", is_flag=True,
+              help="Every held batch (and every release left unfinished), oldest first.")
+@click.option("--view", default=None, help="Only this view (with --all), or the view, when "
+              "several have a batch with this id.")
 @click.option("--by", "by", default=None, help="Who releases it (default: $USER).")
+@click.option("--pipeline", "pipeline", default="marketplace", show_default=True,
+              help="The pipeline whose views the batches belong to.")
 @_results_option
 @click.pass_context
-def release_cmd(ctx: click.Context, batch_id: str, view: str | None, by: str | None,
-                results_dir: Path | None) -> None:
-    """Release a held batch: hand its rows to the sink (released/<view>/) and record it."""
-    from quality.results import ResultStore
+def release_cmd(ctx: click.Context, batch_id: str | None, all_: bool, view: str | None,
+                by: str | None, pipeline: str, results_dir: Path | None) -> None:
+    """Release a held batch and write its rows to the offline and online stores.
 
-    store = ResultStore(_results_dir(ctx, results_dir))
-    batch = store.release(batch_id, view=view, by=by or os.environ.get("USER", ""))
-    Console().print(
-        f"released {batch.view} batch {batch.batch_id}: {len(batch.rows)} rows -> {batch.path}"
+    The rows go through the configured stores (offline_store.uri, online_store) exactly
+    as the streaming job writes feature batches; the online store keeps any newer value
+    it holds. A release that stopped before the end (crash, store outage) is finished by
+    running the command again; a batch written already is left alone.
+    """
+    from pipelines.sinks.release import Materialized, ReleaseWriter
+
+    if all_ == (batch_id is not None):
+        raise click.UsageError("give one BATCH_ID, or --all")
+    settings = load_settings(ctx)
+    who = by if by is not None else os.environ.get("USER", "")
+    online = settings.online_store
+    where_online = (
+        "online store disabled (online_store.enabled: false)" if not online.enabled
+        else f"{online.type} online store"
     )
+
+    def say(done: Materialized, prefix: str = "") -> None:
+        if done.skipped:
+            click.echo(f"{prefix}{done.view} batch {done.batch_id}: written already "
+                       f"({done.path}); nothing to do")
+            return
+        verb = "finished the interrupted release of" if done.resumed else "released"
+        text = (f"{prefix}{verb} {done.view} batch {done.batch_id}: {done.rows:,} rows -> "
+                f"{settings.offline_store.uri}/features/{done.view}")
+        if online.enabled:
+            text += (f"; {where_online}: {done.online_applied:,} of {done.online_entities:,} "
+                     "entities newer than the stored value, written")
+        elif batch_id is not None:
+            text += f"; {where_online}"
+        click.echo(text)
+
+    with ReleaseWriter(settings, pipeline, results_dir=_results_dir(ctx, results_dir)) as writer:
+        if batch_id is not None:
+            say(writer.release(batch_id, view=view, by=who))
+            return
+        if not online.enabled:
+            click.echo(f"{where_online}: writing the offline store only")
+        done = writer.release_all(
+            view, by=who,
+            progress=lambda i, n, d: say(d, prefix=f"[{i}/{n}] "),
+        )
+        rows = sum(d.rows for d in done)
+        click.echo(f"{len(done)} batches, {rows:,} rows written" if done
+                   else "no held or released batches")

@@ -20,36 +20,69 @@ Batch ids are ``<view>-<first event time>-<sequence>`` with the sequence in keye
 state, so a replay after a restore cuts and names the same batches again (and
 re-validating one overwrites its held file; readers keep one result per batch id).
 
+Validation is off the task thread and does not stall the job: a closed batch goes to
+keyed ``MapState`` (``gate_closed``, checkpointed) and to the gate's own worker (a
+Python process of its own, so that Great Expectations neither takes the job's GIL nor
+its core; a thread if no process can start: :mod:`pipelines.operators.gate_worker`),
+and the step goes on buffering the next batch. Verdicts are taken in batch order on
+the step's next calls for the view (a row, or a processing-time timer polling every
+``POLL_MS``), and the batch's rows are forwarded (or not) then. So loading Great
+Expectations (seconds: its import) overlaps with the job's start-up and the first
+batches, instead of stopping the step at the first batch cut. The step waits only
+when a view has ``MAX_PENDING_ROWS`` rows without a verdict (backpressure), and at the
+end of bounded input (the final watermark fires a timer at ``MAX_TIME``), where it
+takes every verdict before the watermark goes on to the sinks. After a restore the
+batches in ``gate_closed`` are validated again.
+
 Integrity failures (e.g. a negative count) and batches Great Expectations cannot
 evaluate (``gate_error``) fail the batch like drift does, so they take the view's
 action: nothing is dropped; rows not forwarded are in a held batch, counted in the
 results. Views without a feature suite pass through unchanged (the job logs which).
+
+On close, each task records what the step cost it: one ``gate_step`` line in the
+results (load time, validations, time the task thread waited for verdicts).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
+from pyflink.common import Types
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
+from pyflink.datastream.state import (
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ValueStateDescriptor,
+)
 
 from pipelines.config import Settings
 from pipelines.features.definitions import Pipeline
-from pipelines.operators.flink_functions import PICKLED
+from pipelines.operators.flink_functions import MAX_TIME, PICKLED
+from pipelines.operators.gate_worker import GateWorker, Verdict
 from pipelines.operators.metrics import PipelineMetrics
 from quality.batcher import MicroBatch
 from quality.config import GateConfig
+from quality.results import ResultStore
 
 log = logging.getLogger("livefeat.quality")
 
 STEP = "gate"
 """Operator name and uid of the gate step."""
+
+MAX_PENDING_ROWS = 50_000
+"""Rows of one view's closed batches that may wait for a verdict before the step waits
+(about 50 MB in memory, as much again in state)."""
+
+POLL_MS = 200
+"""How often (processing time) a view with batches waiting for a verdict looks again."""
 
 
 @dataclass
@@ -61,6 +94,26 @@ class _Open:
     count: int
 
 
+@dataclass
+class _Closed:
+    """A closed batch waiting for its verdict (its rows are also in ``gate_closed``)."""
+
+    seq: int
+    batch_id: str
+    rows: list[Any]
+    verdict: Future[Verdict]
+
+
+@dataclass
+class _Costs:
+    """What the step cost this task (recorded on close as a ``gate_step`` result)."""
+
+    batches: int = 0
+    validation_s: float = 0.0
+    waited_s: float = 0.0
+    most_pending: int = 0
+
+
 class GateFunction(KeyedProcessFunction):
     """Keyed by view: ``(view, row)`` in, the rows of passing batches out (see module docs).
 
@@ -69,6 +122,10 @@ class GateFunction(KeyedProcessFunction):
         config: the gate settings, ``results_dir`` absolute (workers may run elsewhere).
         views: the views to validate; rows of other views pass through.
         tags: stored with every result (``{"run": ...}`` names the run).
+        python: the interpreter for the gate's validation process (``gate_step`` gives
+            the one building the job, which is the one the workers run: Flink's
+            ``python.executable`` and ``python.client.executable`` are the same); None:
+            validate on a thread of the worker's interpreter.
     """
 
     def __init__(
@@ -77,35 +134,58 @@ class GateFunction(KeyedProcessFunction):
         config: GateConfig,
         views: list[str],
         tags: dict[str, str] | None = None,
+        python: str | None = None,
     ) -> None:
         self.quality_dir = quality_dir
         self.config = config
         self.views = frozenset(views)
         self.tags = dict(tags or {})
-        self.gate: Future[Any] | None = None  # the QualityGate, loading on the gate's thread
+        self.python = python
+        self.validator: GateWorker | None = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        # The gate starts loading first thing, off the task thread, and nothing waits
+        # for it before a verdict is needed.
+        quality_dir = None if self.quality_dir is None else Path(self.quality_dir)
+        if self.views:  # no view to validate: rows only pass, nothing to load
+            self.validator = GateWorker(quality_dir, self.config, self.tags, self.python)
+        self.costs = _Costs()
         self.rows = runtime_context.get_list_state(ListStateDescriptor("gate_rows", PICKLED))
         # (first event time of the open batch or None, sequence of the last batch opened)
         self.batch = runtime_context.get_state(ValueStateDescriptor("gate_batch", PICKLED))
+        # closed batches without a verdict yet: sequence -> (first event time, rows)
+        self.closed = runtime_context.get_map_state(
+            MapStateDescriptor("gate_closed", Types.LONG(), PICKLED)
+        )
         # What the state says, per view, read once per task attempt: after a restore the
-        # count is recomputed from the restored rows. Saves a state call per row.
+        # count is recomputed from the restored rows, and closed batches are validated
+        # again. Saves state calls per row.
         self.open_batches: dict[str, _Open] = {}
+        self.waiting: dict[str, deque[_Closed]] = {}
         self.policies = {v: self.config.policy(v) for v in self.views}
-        # Great Expectations runs on a thread Python started, never on the task thread:
-        # in thread mode the task thread is the JVM's, and importing scipy's pybind11
-        # extensions (GX imports scipy.stats) deadlocks there on the GIL. It loads in the
-        # background (seconds) while the step already buffers rows; the first validation
-        # waits for it.
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livefeat-gate")
-        quality_dir = None if self.quality_dir is None else Path(self.quality_dir)
-        self.gate = self.worker.submit(_load_gate, quality_dir, self.config, self.tags)
         self.metrics = PipelineMetrics(runtime_context.get_metrics_group())
 
     def close(self) -> None:
-        if self.gate is not None:
-            self.metrics.push()
-            self.worker.shutdown(wait=False)
+        validator = self.validator
+        if validator is None:
+            return
+        self.metrics.push()
+        validator.close()
+        if self.costs.batches:
+            costs = self.costs
+            load_s = validator.load_s
+            ResultStore(self.config.results_path).append({
+                **self.tags,
+                "kind": "gate_step",
+                "views": sorted(self.views),
+                "worker": validator.kind,
+                "load_s": None if load_s is None else round(load_s, 3),
+                "gx_imported_before": validator.gx_imported_before,
+                "batches": costs.batches,
+                "validation_s": round(costs.validation_s, 3),
+                "waited_s": round(costs.waited_s, 3),
+                "most_pending": costs.most_pending,
+            })
 
     # -- the open batch ------------------------------------------------------------------
     def _current(self, view: str) -> _Open:
@@ -125,30 +205,82 @@ class GateFunction(KeyedProcessFunction):
         ctx.timer_service().register_event_time_timer(t + span - 1)
         return current
 
-    def _close(self, view: str) -> list[Any]:
-        """Validate the open batch of ``view``; return what goes downstream."""
+    def _close(self, view: str, ctx: Any) -> Iterator[Any]:
+        """Close the open batch of ``view``: hand it to the gate's thread; forward what
+        has a verdict."""
         current = self._current(view)
         if current.first_ms is None:
-            return []
+            return
         rows = list(self.rows.get() or [])
         batch = MicroBatch(view, current.first_ms, rows, seq=current.seq)
         self.rows.clear()
         current.first_ms, current.count = None, 0
         self.batch.update((None, current.seq))
         if not rows:
-            return []
-        assert self.gate is not None  # set in open()
-        started = time.perf_counter()
-        verdict = self.worker.submit(_check, self.gate, view, rows, batch.batch_id).result()
+            return
+        waiting = self._waiting(view)  # (read from the state before this batch is in it)
+        self.closed.put(batch.seq, (batch.first_ms, rows))
+        waiting.append(self._submit(view, batch.seq, batch.batch_id, rows))
+        self.costs.most_pending = max(self.costs.most_pending, len(waiting))
+        timers = ctx.timer_service()
+        timers.register_processing_time_timer(timers.current_processing_time() + POLL_MS)
+        timers.register_event_time_timer(MAX_TIME)  # the end of bounded input takes them all
+        yield from self._forward(view, keep_rows=MAX_PENDING_ROWS)
+
+    # -- batches waiting for a verdict ---------------------------------------------------
+    def _submit(self, view: str, seq: int, batch_id: str, rows: list[Any]) -> _Closed:
+        assert self.validator is not None  # set in open()
+        return _Closed(seq, batch_id, rows, self.validator.submit(view, rows, batch_id))
+
+    def _waiting(self, view: str) -> deque[_Closed]:
+        found = self.waiting.get(view)
+        if found is None:
+            found = self.waiting[view] = deque()
+            # batches closed before a restore: validate them again, in order
+            for seq, (first_ms, rows) in sorted(self.closed.items()):
+                batch = MicroBatch(view, first_ms, rows, seq=seq)
+                found.append(self._submit(view, seq, batch.batch_id, rows))
+        return found
+
+    def _forward(self, view: str, keep_rows: int | None = None) -> Iterator[Any]:
+        """Forward the rows of the oldest batches that have a verdict, in batch order.
+
+        ``keep_rows``: wait for verdicts until at most this many rows are left waiting
+        (None: take only the verdicts that are there)."""
+        waiting = self._waiting(view)
+        while waiting:
+            head = waiting[0]
+            if not head.verdict.done():
+                if keep_rows is None or sum(len(b.rows) for b in waiting) <= keep_rows:
+                    return
+                started = time.perf_counter()
+                head.verdict.exception()  # waits
+                self.costs.waited_s += time.perf_counter() - started
+            failed = head.verdict.exception()
+            if failed is not None and GateWorker.is_broken(failed):
+                assert self.validator is not None
+                self.validator.fall_back()  # validate again, on a thread
+                for item in waiting:
+                    item.verdict = self.validator.submit(view, item.rows, item.batch_id)
+                continue
+            verdict, seconds = head.verdict.result()
+            waiting.popleft()
+            self.closed.remove(head.seq)
+            self._count(verdict, len(head.rows), seconds)
+            if verdict.action != "block":  # block: check_features wrote held/<view>/<id>
+                for row in head.rows:
+                    yield view, row
+
+    def _count(self, verdict: Any, rows: int, seconds: float) -> None:
+        costs = self.costs
+        costs.batches += 1
+        costs.validation_s += seconds
         metrics = self.metrics
         metrics.inc("gate_batches", label=("outcome", verdict.action))
-        metrics.inc("gate_rows", len(rows), label=("outcome", verdict.action))
-        metrics.inc("gate_validation_us", int((time.perf_counter() - started) * 1e6))
+        metrics.inc("gate_rows", rows, label=("outcome", verdict.action))
+        metrics.inc("gate_validation_us", int(seconds * 1e6))
         if not verdict.judged:
             metrics.inc("gate_not_judged")
-        if verdict.action == "block":
-            return []  # check_features has written held/<view>/<batch_id>.json
-        return [(view, row) for row in rows]
 
     # -- Flink callbacks -----------------------------------------------------------------
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
@@ -156,42 +288,41 @@ class GateFunction(KeyedProcessFunction):
         if view not in self.views:
             yield value
             return
+        waiting = self.waiting.get(view)
+        if waiting is None or (waiting and waiting[0].verdict.done()):
+            yield from self._forward(view)
         t = int(row["event_timestamp"])
         policy = self.policies[view]
         current = self._current(view)
         if current.first_ms is not None and t - current.first_ms >= policy.batch_max_ms:
-            yield from self._close(view)
+            yield from self._close(view, ctx)
         if current.first_ms is None:
             self._start(view, t, ctx)
         self.rows.add(row)
         current.count += 1
         if current.count >= policy.batch_max_rows:
-            yield from self._close(view)
+            yield from self._close(view, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
         view = str(ctx.get_current_key())
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            yield from self._forward(view)
+            if self._waiting(view):
+                timers = ctx.timer_service()
+                timers.register_processing_time_timer(
+                    timers.current_processing_time() + POLL_MS
+                )
+            return
         current = self._current(view)
         # A timer of a batch that closed by size (or by a later row) finds a newer batch,
         # or none: only the batch whose last millisecond the watermark passed closes.
         if current.first_ms is not None and (
             current.first_ms + self.policies[view].batch_max_ms - 1 <= timestamp
         ):
-            yield from self._close(view)
-
-
-def _load_gate(quality_dir: Path | None, config: GateConfig, tags: dict[str, str]) -> Any:
-    from quality.gate import QualityGate
-
-    started = time.perf_counter()
-    gate = QualityGate.load(quality_dir, config)
-    gate.tags.update(tags)
-    log.info("quality gate loaded in %.1f s", time.perf_counter() - started)
-    return gate
-
-
-def _check(loading: Future[Any], view: str, rows: list[dict[str, Any]], batch_id: str) -> Any:
-    """Validate on the gate's thread (the load ran before it on the same thread)."""
-    return loading.result().check_features(view, rows, batch_id)
+            yield from self._close(view, ctx)
+        # the end of bounded input: every verdict, before the watermark reaches the sinks
+        final = max(timestamp, ctx.timer_service().current_watermark()) >= MAX_TIME
+        yield from self._forward(view, keep_rows=0 if final else None)
 
 
 def gated_views(pipeline: Pipeline, quality_dir: Path | None) -> list[str]:
@@ -231,6 +362,7 @@ def gate_step(
         quality.gate_config(settings.stack.state_dir),
         views,
         tags={"run": run_key(pipeline.name, end_offsets)},
+        python=sys.executable,
     )
     return (
         rows.key_by(_view_of, key_type=Types.STRING())

@@ -57,6 +57,8 @@ class GateOutcome:
         not_judged: batches checked for integrity only (too small, or no profile).
         drifted: batches with at least one drifted column.
         held_now: rows of this run's blocked batches still held (not released).
+        released_written: rows of this run's blocked batches that ``livefeat quality
+            release`` has written to the stores since (they are in the offline store now).
     """
 
     batches: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ACTIONS, 0))
@@ -64,6 +66,7 @@ class GateOutcome:
     not_judged: int = 0
     drifted: int = 0
     held_now: int = 0
+    released_written: int = 0
 
     @property
     def produced(self) -> int:
@@ -83,6 +86,7 @@ class GateOutcome:
             "not_judged": self.not_judged,
             "drifted": self.drifted,
             "held_now": self.held_now,
+            "released_written": self.released_written,
             "produced": self.produced,
         }
 
@@ -118,6 +122,10 @@ def gate_outcomes(results_dir: Path, run: str) -> dict[str, GateOutcome]:
     for batch in store.held():
         if (batch.view, batch.batch_id) in blocked:
             out[batch.view].held_now += len(batch.rows)
+    verdicts = {r.get("result_id") for key, r in last.items() if key in blocked}
+    for batch in store.materialized():
+        if batch.result_id in verdicts:  # the verdict of this run that held it
+            out[batch.view].released_written += len(batch.rows)
     return out
 
 
@@ -149,9 +157,11 @@ class RunSummary:
         return self.total_read == self.accounted
 
     def gate_unaccounted(self) -> dict[str, int]:
-        """Per gated view, rows produced minus rows materialized and held (0: all found)."""
+        """Per gated view, rows produced minus rows materialized and held (0: all found).
+
+        Rows of blocked batches a release has written since count once, as stored."""
         return {
-            view: g.produced - self.changelog_rows.get(view, 0) - g.held
+            view: g.produced - self.changelog_rows.get(view, 0) - (g.held - g.released_written)
             for view, g in self.gate.items()
         }
 

@@ -11,6 +11,12 @@ Two bounded runs of the reference pipeline through Kafka and Flink, with the gat
    the start of a user batch of the reference run to the end, and by 1.03 before
    that (noise within the 5 % threshold). ``user_features`` is set to ``block``.
 
+Then (3) the held batches are released with ``livefeat quality release`` (one by id,
+one interrupted after writing and finished by ``--all``, the rest by ``--all``), on a copy
+of the drift run's stores: the offline changelog must equal the SQL reference value for
+value, the run's accounting balance, and the online store hold the reference's as-of
+values at the horizon, as a run without the gate leaves it.
+
 The expected verdicts are computed here, not by the gate: which views read the
 drifted field (from the definitions), which batches' event-time ranges overlap the
 drift period (from the stored batch ranges and the generator's drift window). Held
@@ -48,12 +54,14 @@ from pipelines.runtime.backfill import load_events
 from pipelines.runtime.streaming import run_pipeline
 from pipelines.runtime.summary import RunSummary, run_key, summarize
 from pipelines.sinks.parquet import read_dataset
+from pipelines.sinks.release import ReleaseWriter
 from pipelines.sources.offsets import true_end_offsets
 from pipelines.stack import StackManager, override_stack
 from quality.config import ViewPolicy
 from quality.results import ResultStore
 from quality.suites import QUALITY_DIR
 from tests.conftest import free_port
+from tests.integration.exact import assert_changelog_is_exact, assert_online_is_exact
 from tests.reference import Reference
 
 pytestmark = pytest.mark.integration
@@ -78,7 +86,8 @@ def _views_reading(subject: str, field: str) -> set[str]:
 class Run:
     """One bounded run on a fresh stack, with the gate's results read back."""
 
-    def __init__(self, root: Path, quality_dir: Path, views: dict[str, ViewPolicy]) -> None:
+    def __init__(self, root: Path, quality_dir: Path, views: dict[str, ViewPolicy],
+                 online: bool = False) -> None:
         self.root = root
         base = Settings()
         base = base.model_copy(
@@ -87,7 +96,9 @@ class Run:
                 "offline_store": base.offline_store.model_copy(
                     update={"uri": str(root / "offline")}
                 ),
-                "online_store": base.online_store.model_copy(update={"enabled": False}),
+                "online_store": base.online_store.model_copy(
+                    update={"enabled": online, "sqlite_path": root / "online" / "online.db"}
+                ),
                 "quality": base.quality.model_copy(
                     update={
                         "enabled": True,
@@ -107,6 +118,7 @@ class Run:
         self.manifest: dict[str, Any] = {}
         self.summary = RunSummary()
         self.results: list[dict[str, Any]] = []
+        self.ends: dict[tuple[str, int], int] = {}
 
     def cli(self, *args: str) -> str:
         result = CliRunner().invoke(cli, ["--config", str(self.config), *args])
@@ -129,7 +141,8 @@ class Run:
             self.manifest = json.loads(manifest.read_text())
             run = run_pipeline(self.settings, "marketplace", bounded=True)
             assert run is not None and run.balanced
-            ends = true_end_offsets(self.settings.kafka, RoutingPlan(PIPELINE).topics)
+            ends = self.ends = true_end_offsets(self.settings.kafka,
+                                                RoutingPlan(PIPELINE).topics)
         finally:
             manager.down()
         results_dir = self.settings.quality.results_in(self.settings.stack.state_dir)
@@ -183,7 +196,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "--batch-max-ms", str(BOUNDS["batch_max_ms"]), "--min-rows", str(BOUNDS["min_rows"]),
         )
     drift_from = reference.batches(BLOCKED)[DRIFT_BATCH]["event_time_min"]
-    drift = Run(root / "drift", quality_dir, views={BLOCKED: ViewPolicy(action="block")})
+    drift = Run(root / "drift", quality_dir, views={BLOCKED: ViewPolicy(action="block")},
+                online=True)
     drift.execute(drifts=[f"{DRIFTED}={NOISE}@{start}..{drift_from}",
                           f"{DRIFTED}={FACTOR}@{drift_from}.."])
     yield {"reference": reference, "drift": drift, "drift_from": drift_from}
@@ -289,3 +303,94 @@ def test_blocked_rows_are_held_not_materialized_and_every_row_is_accounted_for(
     for view, outcome in summary.gate.items():
         assert outcome.produced == summary.changelog_rows[view] + outcome.held, view
     assert summary.gate_balanced
+
+
+@pytest.fixture(scope="module")
+def released(runs: dict[str, Any]) -> dict[str, Any]:
+    """The drift run's stores copied, then every held batch released with the CLI.
+
+    One batch by id (the newest, so that older ones released later carry rows older than
+    what the online store then holds), one released and written but not marked (a release
+    interrupted), then ``--all``, which finishes that one and releases the rest.
+    """
+    drift: Run = runs["drift"]
+    root = drift.root.parent / "released"
+    for name in ("offline", "quality-results", "online"):
+        shutil.copytree(drift.root / name, root / name)
+    settings = drift.settings.model_copy(update={
+        "offline_store": drift.settings.offline_store.model_copy(
+            update={"uri": str(root / "offline")}),
+        "online_store": drift.settings.online_store.model_copy(
+            update={"sqlite_path": root / "online" / "online.db"}),
+        "quality": drift.settings.quality.model_copy(
+            update={"results_dir": root / "quality-results"}),
+    })
+    config = root / "livefeat.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude={"source_file"})))
+    store = ResultStore(root / "quality-results")
+    held = sorted(store.held(BLOCKED), key=lambda b: min(r["event_timestamp"] for r in b.rows))
+    assert len(held) >= 2
+
+    def release(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["--config", str(config), "quality", "release", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    outputs = [release(held[-1].batch_id, "--by", "tester")]
+    with ReleaseWriter(settings) as writer:
+        writer.write(store.release(held[0].batch_id, by="tester"), mark=False)
+    outputs.append(release("--all", "--by", "tester"))
+    return {"settings": settings, "store": store, "held": held, "outputs": outputs}
+
+
+def test_released_batches_make_the_offline_changelog_exact_and_the_run_balance(
+    runs: dict[str, Any], released: dict[str, Any],
+) -> None:
+    drift: Run = runs["drift"]
+    settings: Settings = released["settings"]
+    store: ResultStore = released["store"]
+    held = released["held"]
+    first, rest = released["outputs"]
+    assert f"released {BLOCKED} batch {held[-1].batch_id}" in first
+    assert f"finished the interrupted release of {BLOCKED} batch {held[0].batch_id}" in rest
+    assert f"[{len(held) - 1}/{len(held) - 1}]" in rest
+    assert store.held() == [] and store.pending_releases() == []
+    assert {b.batch_id for b in store.materialized(BLOCKED)} == {b.batch_id for b in held}
+    records = list(store.results("materialize"))
+    assert sorted(r["batch_id"] for r in records) == sorted(b.batch_id for b in held)
+
+    horizon = drift.summary.horizon_ms
+    assert horizon is not None
+    ref = Reference(load_events(settings.offline_store.uri, PIPELINE, None, None))
+    for view in VIEWS:  # every view, value for value: stored + held -> stored
+        assert_changelog_is_exact(settings, view, horizon, ref)
+
+    summary = summarize(PIPELINE, settings.offline_store.uri, drift.ends, horizon_ms=horizon,
+                        gate_results=store.root)
+    gate = summary.gate[BLOCKED]
+    held_rows = sum(len(b.rows) for b in held)
+    assert gate.held == gate.released_written == held_rows and gate.held_now == 0
+    assert summary.changelog_rows[BLOCKED] == gate.produced
+    for view, outcome in summary.gate.items():
+        assert outcome.produced == summary.changelog_rows[view], view
+    assert summary.gate_balanced and summary.balanced
+
+
+def test_released_batches_reach_the_online_store_without_replacing_newer_values(
+    runs: dict[str, Any], released: dict[str, Any],
+) -> None:
+    drift: Run = runs["drift"]
+    settings: Settings = released["settings"]
+    key = PIPELINE.view(BLOCKED).entity.join_key
+    affected = sorted({r[key] for b in released["held"] for r in b.rows})
+    horizon = drift.summary.horizon_ms
+    assert horizon is not None
+    ref = Reference(load_events(settings.offline_store.uri, PIPELINE, None, None))
+    with pytest.raises(AssertionError):  # before the release the gate's run left them stale
+        assert_online_is_exact(drift.settings, BLOCKED, horizon, ref, affected)
+    # after it: what a run without the gate writes, the as-of value at the horizon
+    assert_online_is_exact(settings, BLOCKED, horizon, ref, affected)
+    records = list(released["store"].results("materialize"))
+    sent = sum(r["online_entities"] for r in records)
+    applied = sum(r["online_applied"] for r in records)
+    assert 0 < applied < sent  # older released rows did not replace newer released ones

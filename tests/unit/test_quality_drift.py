@@ -15,10 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from pipelines.cli.quality_cmd import quality
-from pipelines.errors import DefinitionError
+from pipelines.errors import DefinitionError, LivefeatError
 from quality.batcher import MicroBatcher
 from quality.config import GateConfig
 from quality.gate import QualityGate
@@ -171,11 +169,10 @@ def test_block_holds_the_batch_and_release_hands_it_back(
     ]
     assert held[0].rows == drifted
 
-    runner = CliRunner()
-    args = ["release", "minute-55", "--results-dir", str(tmp_path / "r"), "--by", "analyst"]
-    out = runner.invoke(quality, args, obj={})
-    assert out.exit_code == 0, out.output
-    assert f"{len(drifted)} rows" in out.output
+    # the store's protocol; `livefeat quality release` (which also writes the rows to the
+    # stores) is tested in tests/unit/test_quality_release.py
+    released = store.release("minute-55", by="analyst")
+    assert released.state == "released" and len(released.rows) == len(drifted)
     assert store.held() == []
     pending = store.pending_releases(VIEW)
     assert [b.batch_id for b in pending] == ["minute-55"]
@@ -184,9 +181,8 @@ def test_block_holds_the_batch_and_release_hands_it_back(
     releases = list(store.results("release"))
     assert [(r["batch_id"], r["rows"]) for r in releases] == [("minute-55", len(drifted))]
 
-    again = runner.invoke(quality, args, obj={})
-    assert again.exit_code != 0
-    assert "already released" in str(again.exception)
+    with pytest.raises(LivefeatError, match="already released"):
+        store.release("minute-55", by="analyst")
 
     done = store.mark_materialized(pending[0])
     assert done.exists() and store.pending_releases() == []

@@ -7,9 +7,12 @@ crash loses none), cuts micro-batches exactly as :class:`quality.MicroBatcher` d
 ``batch_max_ms`` or more after the batch's first row), and calls
 :meth:`quality.QualityGate.check_features` once per batch:
 
-* ``pass`` / ``warn``: the rows go downstream unchanged, in the order they came;
-* ``block``: the gate's result store holds them (``held/<view>/<batch_id>.json``);
-  they reach no store until ``livefeat quality release``.
+* views whose action is ``warn`` (the default) forward each row downstream as it comes,
+  unchanged and in order, so the gate adds no latency; the batch's verdict is recorded,
+  counted and alerted when it closes (``warn`` means "materialize, record, alert");
+* views whose action is ``block`` forward a batch's rows only once its verdict is
+  ``pass``; a ``block`` verdict leaves them in the gate's result store
+  (``held/<view>/<batch_id>.json``), in no store until ``livefeat quality release``.
 
 Rows of one millisecond arrive together: the ``views`` step emits a row when the
 watermark passes its event time, and forwards the watermark after the rows. So once
@@ -267,7 +270,9 @@ class GateFunction(KeyedProcessFunction):
             waiting.popleft()
             self.closed.remove(head.seq)
             self._count(verdict, len(head.rows), seconds)
-            if verdict.action != "block":  # block: check_features wrote held/<view>/<id>
+            # warn views forwarded their rows on arrival; block views forward a batch that
+            # passed now (a blocked one: check_features wrote held/<view>/<id>)
+            if self.policies[view].action == "block" and verdict.action != "block":
                 for row in head.rows:
                     yield view, row
 
@@ -300,6 +305,8 @@ class GateFunction(KeyedProcessFunction):
             self._start(view, t, ctx)
         self.rows.add(row)
         current.count += 1
+        if policy.action == "warn":  # materialize at once, judge the batch when it closes
+            yield value
         if current.count >= policy.batch_max_rows:
             yield from self._close(view, ctx)
 

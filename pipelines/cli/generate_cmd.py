@@ -42,6 +42,9 @@ _FRACTION = click.FloatRange(0.0, 1.0)
               help="Seconds a late record trails every partition of its topic.")
 @click.option("--shows", type=click.FloatRange(min=0, min_open=True), default=20.0,
               show_default=True, help="Mean number of live shows at once (traffic scale).")
+@click.option("--steady", is_flag=True,
+              help="Stationary traffic: exactly --shows shows at all times, equally popular, "
+              "no opening crowds or chat bursts (for quality-gate baselines).")
 @click.option("--fraud-rings-per-hour", type=click.FloatRange(min=0), default=4.0,
               show_default=True, help="Fraud rings per hour of event time; 0 disables fraud.")
 @click.option("--topic-prefix", default="", help="Prepended to every topic name.")
@@ -61,7 +64,7 @@ def generate(ctx: click.Context, seed: int, events: int | None, duration_s: floa
              rate: float, start: str | None, out_of_order: float, late: float,
              bad_undecodable: float, bad_unknown_fingerprint: float, bad_invalid: float,
              bound_ms: int | None, late_delay: tuple[float, float], shows: float,
-             fraud_rings_per_hour: float, topic_prefix: str, drifts: tuple[str, ...],
+             steady: bool, fraud_rings_per_hour: float, topic_prefix: str, drifts: tuple[str, ...],
              bootstrap_servers: str | None, manifest_path: Path | None, dry_run: bool,
              quiet: bool) -> None:
     """Publish realistic live-stream marketplace traffic to the reference topics.
@@ -89,7 +92,7 @@ def generate(ctx: click.Context, seed: int, events: int | None, duration_s: floa
         late_min_ms=int(late_delay[0] * 1000), late_max_ms=int(late_delay[1] * 1000),
         shows=shows, fraud_rings_per_hour=fraud_rings_per_hour, topic_prefix=topic_prefix,
         default_partitions=settings.kafka.partitions,
-        drifts=tuple(parse_drift(d, first_ms) for d in drifts),
+        drifts=tuple(parse_drift(d, first_ms) for d in drifts), steady=steady,
     )
     path = manifest_path or Path(settings.stack.state_dir) / "generate-manifest.json"
     servers = bootstrap_servers or settings.kafka.bootstrap_servers

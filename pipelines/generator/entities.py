@@ -27,7 +27,14 @@ class Event(NamedTuple):
 
 @dataclass(frozen=True)
 class MarketParams:
-    """Rates and sizes of the simulated marketplace (per show unless said otherwise)."""
+    """Rates and sizes of the simulated marketplace (per show unless said otherwise).
+
+    ``steady`` turns the marketplace stationary at the minute scale (see
+    :class:`~pipelines.generator.model.Marketplace`): every show is equally popular,
+    a show that ends is replaced at once (so exactly ``shows`` run at all times),
+    new shows draw no opening crowd and chat has no bursts. Arrival, chat, bid and
+    order rates per show stay what the other fields say.
+    """
 
     sellers: int = 400
     show_minutes: tuple[float, float] = (20.0, 90.0)
@@ -39,6 +46,7 @@ class MarketParams:
     buy_now_per_min: float = 0.4
     new_account_share: float = 0.04
     returning_share: float = 0.45
+    steady: bool = False
 
 
 @dataclass(slots=True, eq=False)

@@ -89,7 +89,8 @@ class Marketplace:
         for _ in range(max(1, round(shows))):
             # Shows already live when the run starts, with their remaining time.
             self._push(start_ms, self._start_show, self.r.uniform(0.1, 1.0))
-        self._push(start_ms + self._exp(self._show_gap_ms), self._spawn_show)
+        if not self.p.steady:  # steady: a show that ends is replaced at once instead
+            self._push(start_ms + self._exp(self._show_gap_ms), self._spawn_show)
         if fraud_rings_per_hour > 0:
             self._push(start_ms + self._exp(HOUR / fraud_rings_per_hour), self._fraud_ring)
 
@@ -105,6 +106,11 @@ class Marketplace:
             if out:
                 yield from out
                 out.clear()
+
+    @property
+    def live_shows(self) -> int:
+        """Number of shows on air at the current point of the simulation."""
+        return len(self._live)
 
     def is_fraud(self, user_id: str) -> bool:
         """True when ``user_id`` belongs to a fraud ring."""
@@ -233,8 +239,8 @@ class Marketplace:
             return
         index = r.choice(idle)
         self._seller_live[index] = True
-        show = Show(self._next_id("show", 6), f"seller-{index + 1:04d}", index,
-                     self._seller_pop[index], t)
+        popularity = 1.0 if self.p.steady else self._seller_pop[index]
+        show = Show(self._next_id("show", 6), f"seller-{index + 1:04d}", index, popularity, t)
         self._live.append(show)
         length = self._uniform_ms(*(m * 60 for m in self.p.show_minutes))
         self._push(t + max(MINUTE, int(length * remaining_share)), self._end_show, show)
@@ -249,6 +255,8 @@ class Marketplace:
         self._seller_live[show.seller_index] = False
         if show.auction is not None:
             self._auction_close(t, show, show.auction, final=True)
+        if self.p.steady:
+            self._start_show(t, 1.0)
 
     def _arrival(self, t: int, show: Show) -> None:
         if not show.live:
@@ -257,7 +265,7 @@ class Marketplace:
         if user.id not in show.where:
             self._join(t, show, user, self._exp(self.p.viewer_stay_s * 1000))
         # A show draws a crowd in its first two minutes (followers get notified).
-        warm = 3.0 if t - show.started_ms < 2 * MINUTE else 1.0
+        warm = 3.0 if t - show.started_ms < 2 * MINUTE and not self.p.steady else 1.0
         rate = self.p.viewer_arrivals_per_min * show.popularity * warm
         self._push(t + self._exp(MINUTE / max(rate, 0.05)), self._arrival, show)
 
@@ -277,7 +285,7 @@ class Marketplace:
             self._emit(CHAT_MESSAGE, t, show.id, rec)
         if r.random() < 0.003:  # a moment that sets the chat off
             show.burst_until = t + self._uniform_ms(10, 30)
-        burst = 4.0 if t < show.burst_until else 1.0
+        burst = 4.0 if t < show.burst_until and not self.p.steady else 1.0
         rate_per_ms = n * self.p.chat_per_viewer_per_min * burst / MINUTE
         self._push(t + self._exp(1.0 / rate_per_ms), self._chat, show)
 

@@ -103,6 +103,9 @@ class GeneratorOptions:
         default_partitions: partition count of topics missing from ``partitions``.
         drifts: fields multiplied by a factor for a period of event time
             (:mod:`~pipelines.generator.drift`); the simulation itself is unchanged.
+        steady: stationary traffic at the minute scale (``MarketParams.steady``):
+            exactly ``shows`` shows at all times, all equally popular, no opening
+            crowds, no chat bursts. Off, the marketplace is as bursty as a real one.
     """
 
     seed: int = 0
@@ -123,6 +126,7 @@ class GeneratorOptions:
     partitions: Mapping[str, int] = field(default_factory=dict)
     default_partitions: int = 4
     drifts: tuple[Drift, ...] = ()
+    steady: bool = False
 
     def __post_init__(self) -> None:
         def bad(key: str, problem: str, fix: str) -> ConfigError:
@@ -184,8 +188,8 @@ class GeneratorOptions:
         return [self.topic(s) for s in REFERENCE_TOPICS]
 
     def as_dict(self) -> dict[str, Any]:
-        """The options as plain JSON data (for the manifest)."""
-        return {
+        """The options as plain JSON data (for the manifest; ``steady`` only when set)."""
+        out: dict[str, Any] = {
             "seed": self.seed, "events": self.events, "duration_s": self.duration_s,
             "start_ms": self.start, "out_of_order": self.out_of_order, "late": self.late,
             "bad_undecodable": self.bad_undecodable,
@@ -198,6 +202,9 @@ class GeneratorOptions:
                            for s, t in zip(REFERENCE_TOPICS, self.topics(), strict=True)},
             "drifts": [d.as_dict() for d in self.drifts],
         }
+        if self.steady:
+            out["steady"] = True
+        return out
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ from typing import Any
 from kafka.partitioner.default import murmur2
 
 from pipelines.generator.drift import check_fields, numeric_fields
-from pipelines.generator.entities import DAY, Event
+from pipelines.generator.entities import DAY, Event, MarketParams
 from pipelines.generator.faults import BadRecords, DelayLine, Item, key_of
 from pipelines.generator.model import Marketplace
 from pipelines.generator.options import (
@@ -56,7 +56,8 @@ class Generation:
         self.options = options
         self.codec = codec or SingleObjectCodec(SchemaStore.load())
         self.market = Marketplace(options.seed, options.start, options.shows,
-                                  options.fraud_rings_per_hour)
+                                  options.fraud_rings_per_hour,
+                                  MarketParams(steady=True) if options.steady else None)
         self._encoders = {s: self.codec.encoder(s) for s in REFERENCE_TOPICS}
         self._counts = {s: options.partition_count(s) for s in REFERENCE_TOPICS}
         self._chargeback_rng = random.Random(f"livefeat-chargebacks:{options.seed}")

@@ -17,16 +17,17 @@ Measures, on one core, with the suites and profiles shipped in ``quality/``:
 5. what the gate costs a streaming job (``--parts stream``): a private stack, generated
    traffic, then the bounded reference job on the embedded Flink runtime over the same
    topics, in one process, in rounds of three runs (order rotating): ``plain`` without
-   the gate step; ``hop`` with the gate step but no feature suite, so every row passes
-   it unchecked (what the extra keyed Python step costs by itself: serialization, the
-   exchange, the call per row); ``gate`` with the gate as configured. A first run pays
+   the gate (``quality.enabled: false``); ``hop`` with the gate on but no feature
+   suite, so every row passes it unchecked (what hosting the gate costs by itself: the
+   gate runs inside the offline sink, which then hands the changelog on to the online
+   sink); ``gate`` with the gate as configured. A first run pays
    for starting the JVM and importing PyFlink and Feast, and is left out. Reported:
    median wall and CPU time per kind (start-up included; CPU of this process and its
    children: the JVM with its embedded Python, the gate's validation process, the
    stack), the differences ``hop - plain`` and ``gate - hop`` (Great Expectations:
    import and validations), and from the ``gate_step`` results the gate recorded: where
    it validated, how long it took to be ready, the validations' time, and how long the
-   step's task thread waited for a verdict.
+   sink's task thread waited for a verdict.
 
 Run:  .venv/bin/python bench/quality.py [--minutes 30] [--row-batches 1000,10000,50000]
           [--feature-spans-ms 60000,600000] [--parts batch,stream] [--stream-events 20000]
@@ -344,7 +345,7 @@ def stream_share(events: int, seed: int, rounds: int) -> None:
                   f"CPU {med_cpu.get(k, float('nan')):5.1f} s")
         hop, gx = med["hop"] - med["plain"], med["gate"] - med["hop"]
         total = med["gate"] - med["plain"]
-        print(f"  the step itself (hop - plain): {hop:+.1f} s wall = {hop / med['gate']:.1%} "
+        print(f"  hosting the gate (hop - plain): {hop:+.1f} s wall = {hop / med['gate']:.1%} "
               f"of the gated run ({hop / max(rows, 1) * 1e6:.0f} us per changelog row)")
         print(f"  Great Expectations (gate - hop): {gx:+.1f} s wall = {gx / med['gate']:.1%}")
         print(f"  the gate in all (gate - plain): {total:+.1f} s wall = {total / med['gate']:.1%}"

@@ -4,7 +4,8 @@
 * :class:`EnrichFunction`: keyed by changelog key; as-of join in event-time order;
 * :class:`ViewsFunction`: keyed by ``view|entity``; drives the window engine;
 * :class:`BatchingSinkFunction`: keyed by dataset; buffers rows in keyed state and
-  writes them as Parquet batches.
+  writes them in batches (the offline sink with the quality gate inside it is
+  :class:`pipelines.operators.gate_function.GatedSinkFunction`).
 
 Event-time discipline: keyed functions buffer what arrives in ``MapState``
 (time -> items) and act only in ``on_timer``, i.e. once the watermark has
@@ -22,7 +23,7 @@ import uuid
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
+from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 from pipelines.features.engine import Enricher, Item, ViewEngine
@@ -303,7 +304,18 @@ class ViewsFunction(_BufferedKeyed):
 class BatchingSinkFunction(KeyedProcessFunction):
     """Keyed by dataset: buffers rows in keyed state, writes a batch when full, on a timer,
     and at the end of bounded input. Buffered rows are in checkpointed state, so a crash
-    after a checkpoint loses none of them; a replay may rewrite rows, which readers dedupe."""
+    after a checkpoint loses none of them; a replay may rewrite rows, which readers dedupe.
+
+    Args:
+        sink_factory: ``writer_id -> Sink``, called in ``open``.
+        schemas: Arrow schema per dataset.
+        batch_rows: a dataset's buffer is written when it holds this many rows.
+        flush_interval_ms: ... or this long (processing time) after its first row.
+        metric: counter of rows written (``offline_writes``, ``online_writes``).
+        forward: datasets whose rows also go downstream as ``(dataset, row)`` when
+            they are buffered (the offline sink hands the changelog on to the online
+            sink this way when the quality gate runs inside it).
+    """
 
     def __init__(
         self,
@@ -312,12 +324,14 @@ class BatchingSinkFunction(KeyedProcessFunction):
         batch_rows: int = 20_000,
         flush_interval_ms: int = 2_000,
         metric: str | None = None,
+        forward: frozenset[str] = frozenset(),
     ) -> None:
         self.sink_factory = sink_factory
         self.schemas = schemas
         self.batch_rows = batch_rows
         self.flush_interval_ms = flush_interval_ms
-        self.metric = metric  # counter of rows written ("offline_writes", "online_writes")
+        self.metric = metric
+        self.forward = forward
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.rows = runtime_context.get_list_state(ListStateDescriptor("rows", PICKLED))
@@ -325,6 +339,9 @@ class BatchingSinkFunction(KeyedProcessFunction):
         # is full, so after a restore (count 0, rows restored) a batch may just run longer.
         # Keeping it in state cost two state calls per row.
         self.counts: dict[str, int] = {}
+        # When each dataset's buffer is due (processing time), also in memory: after a
+        # restore it is unknown, and the restored timer writes whatever is buffered.
+        self.flush_due: dict[str, int] = {}
         # A random writer id keeps file names unique across subtasks and restarts
         # (get_index_of_this_subtask() is not available in thread mode).
         self.sink = self.sink_factory(uuid.uuid4().hex[:8])
@@ -336,21 +353,34 @@ class BatchingSinkFunction(KeyedProcessFunction):
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
         dataset, row = value
+        self._buffer(dataset, row, ctx)
+        if dataset in self.forward:
+            yield value
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
+        dataset = str(ctx.get_current_key())
+        if ctx.time_domain() == TimeDomain.EVENT_TIME:
+            due = timestamp >= MAX_TIME  # the end of bounded input (other event-time
+            # timers belong to a subclass's own logic)
+        else:
+            due = timestamp >= self.flush_due.get(dataset, 0)
+        if due:
+            self._flush(dataset)
+        return iter(())
+
+    def _buffer(self, dataset: str, row: Any, ctx: Any) -> None:
         self.rows.add(row)
         n = self.counts.get(dataset, 0) + 1
         if n == 1:
-            now = ctx.timer_service().current_processing_time()
-            ctx.timer_service().register_processing_time_timer(now + self.flush_interval_ms)
-            ctx.timer_service().register_event_time_timer(MAX_TIME)
+            timers = ctx.timer_service()
+            due = timers.current_processing_time() + self.flush_interval_ms
+            self.flush_due[dataset] = due
+            timers.register_processing_time_timer(due)
+            timers.register_event_time_timer(MAX_TIME)
         if n >= self.batch_rows:
             self._flush(dataset)
         else:
             self.counts[dataset] = n
-        return iter(())
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
-        self._flush(str(ctx.get_current_key()))
-        return iter(())
 
     def _flush(self, dataset: str) -> None:
         rows = list(self.rows.get() or [])
@@ -363,3 +393,4 @@ class BatchingSinkFunction(KeyedProcessFunction):
                     self.metrics.set_gauge("freshness_ms", int(time.time() * 1000) - newest)
         self.rows.clear()
         self.counts.pop(dataset, None)
+        self.flush_due.pop(dataset, None)

@@ -1,7 +1,14 @@
-"""The quality gate as a step of the Flink job: micro-batches of changelog rows, one verdict each.
+"""The quality gate in the Flink job: micro-batches of changelog rows, one verdict each.
 
-:class:`GateFunction` sits between the ``views`` step and the sinks, keyed by view.
-It buffers ``(view, row)`` changelog rows in keyed ``ListState`` (checkpointed: a
+The gate runs inside the offline sink step (:class:`GatedSinkFunction`, keyed by
+dataset, operator ``offline_sink``): the changelog rows of a view cross one keyed
+exchange on their way to the stores either way, and a step of its own cost a second
+one for every row (15 % of the job's time, measured by ``bench/quality.py``). Rows the
+gate lets through are buffered for the offline store and handed on to the online sink;
+events and quarantine rows only pass the sink. :class:`Gate` is the gate's logic for
+one keyed function (state, timers, verdicts), so it does not care which step hosts it.
+
+The gate buffers a view's changelog rows in keyed ``ListState`` (checkpointed: a
 crash loses none), cuts micro-batches exactly as :class:`quality.MicroBatcher` does
 (a batch closes at ``batch_max_rows`` rows, or when a row's event time is
 ``batch_max_ms`` or more after the batch's first row), and calls
@@ -42,7 +49,7 @@ evaluate (``gate_error``) fail the batch like drift does, so they take the view'
 action: nothing is dropped; rows not forwarded are in a held batch, counted in the
 results. Views without a feature suite pass through unchanged (the job logs which).
 
-On close, each task records what the step cost it: one ``gate_step`` line in the
+On close, each task records what the gate cost it: one ``gate_step`` line in the
 results (load time, validations, time the task thread waited for verdicts).
 """
 
@@ -68,7 +75,7 @@ from pyflink.datastream.state import (
 
 from pipelines.config import Settings
 from pipelines.features.definitions import Pipeline
-from pipelines.operators.flink_functions import MAX_TIME, PICKLED
+from pipelines.operators.flink_functions import MAX_TIME, PICKLED, BatchingSinkFunction
 from pipelines.operators.gate_worker import GateWorker, Verdict
 from pipelines.operators.metrics import PipelineMetrics
 from quality.batcher import MicroBatch
@@ -76,9 +83,6 @@ from quality.config import GateConfig
 from quality.results import ResultStore
 
 log = logging.getLogger("livefeat.quality")
-
-STEP = "gate"
-"""Operator name and uid of the gate step."""
 
 MAX_PENDING_ROWS = 50_000
 """Rows of one view's closed batches that may wait for a verdict before the step waits
@@ -117,15 +121,19 @@ class _Costs:
     most_pending: int = 0
 
 
-class GateFunction(KeyedProcessFunction):
-    """Keyed by view: ``(view, row)`` in, the rows of passing batches out (see module docs).
+class Gate:
+    """The gate's logic inside a keyed function whose key names one view (module docs).
+
+    The host calls :meth:`open` and :meth:`close` from its own, and hands over each row
+    of a gated view (:meth:`accept`) and each timer (:meth:`on_timer`); both return the
+    rows to pass on, in order. Keyed state and timers are the host's, for its current key.
 
     Args:
         quality_dir: directory with ``suites/`` and ``profiles/`` (None: the shipped ones).
         config: the gate settings, ``results_dir`` absolute (workers may run elsewhere).
         views: the views to validate; rows of other views pass through.
         tags: stored with every result (``{"run": ...}`` names the run).
-        python: the interpreter for the gate's validation process (``gate_step`` gives
+        python: the interpreter for the gate's validation process (``gated_sink`` gives
             the one building the job, which is the one the workers run: Flink's
             ``python.executable`` and ``python.client.executable`` are the same); None:
             validate on a thread of the worker's interpreter.
@@ -146,7 +154,12 @@ class GateFunction(KeyedProcessFunction):
         self.python = python
         self.validator: GateWorker | None = None
 
-    def open(self, runtime_context: RuntimeContext) -> None:
+    def gates(self, view: str) -> bool:
+        """Whether ``view`` is validated (the others pass unchecked)."""
+        return view in self.views
+
+    def open(self, runtime_context: RuntimeContext, metrics: PipelineMetrics) -> None:
+        """Create the state handles and start loading the gate (the host's ``open``)."""
         # The gate starts loading first thing, off the task thread, and nothing waits
         # for it before a verdict is needed.
         quality_dir = None if self.quality_dir is None else Path(self.quality_dir)
@@ -166,13 +179,13 @@ class GateFunction(KeyedProcessFunction):
         self.open_batches: dict[str, _Open] = {}
         self.waiting: dict[str, deque[_Closed]] = {}
         self.policies = {v: self.config.policy(v) for v in self.views}
-        self.metrics = PipelineMetrics(runtime_context.get_metrics_group())
+        self.metrics = metrics
 
     def close(self) -> None:
+        """Stop the validation worker and record the gate's costs (the host's ``close``)."""
         validator = self.validator
         if validator is None:
             return
-        self.metrics.push()
         validator.close()
         if self.costs.batches:
             costs = self.costs
@@ -273,8 +286,7 @@ class GateFunction(KeyedProcessFunction):
             # warn views forwarded their rows on arrival; block views forward a batch that
             # passed now (a blocked one: check_features wrote held/<view>/<id>)
             if self.policies[view].action == "block" and verdict.action != "block":
-                for row in head.rows:
-                    yield view, row
+                yield from head.rows
 
     def _count(self, verdict: Any, rows: int, seconds: float) -> None:
         costs = self.costs
@@ -287,12 +299,9 @@ class GateFunction(KeyedProcessFunction):
         if not verdict.judged:
             metrics.inc("gate_not_judged")
 
-    # -- Flink callbacks -----------------------------------------------------------------
-    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
-        view, row = value
-        if view not in self.views:
-            yield value
-            return
+    # -- what the host calls --------------------------------------------------------------
+    def accept(self, view: str, row: Any, ctx: Any) -> Iterator[Any]:
+        """Take one changelog row of a gated view; yield the rows to pass on now."""
         waiting = self.waiting.get(view)
         if waiting is None or (waiting and waiting[0].verdict.done()):
             yield from self._forward(view)
@@ -306,19 +315,23 @@ class GateFunction(KeyedProcessFunction):
         self.rows.add(row)
         current.count += 1
         if policy.action == "warn":  # materialize at once, judge the batch when it closes
-            yield value
+            yield row
         if current.count >= policy.batch_max_rows:
             yield from self._close(view, ctx)
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
-        view = str(ctx.get_current_key())
+    def on_timer(self, view: str, timestamp: int, ctx: Any) -> Iterator[Any]:
+        """A timer of the host's key fired; yield the rows to pass on now.
+
+        The host's own timers come here too: the gate acts only on what is due."""
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            yield from self._forward(view)
-            if self._waiting(view):
-                timers = ctx.timer_service()
-                timers.register_processing_time_timer(
-                    timers.current_processing_time() + POLL_MS
-                )
+            waiting = self.waiting.get(view)
+            if waiting is None or waiting:  # (None: after a restore, not read yet)
+                yield from self._forward(view)
+                if self._waiting(view):
+                    timers = ctx.timer_service()
+                    timers.register_processing_time_timer(
+                        timers.current_processing_time() + POLL_MS
+                    )
             return
         current = self._current(view)
         # A timer of a batch that closed by size (or by a later row) finds a newer batch,
@@ -332,6 +345,68 @@ class GateFunction(KeyedProcessFunction):
         yield from self._forward(view, keep_rows=0 if final else None)
 
 
+class GatedSinkFunction(BatchingSinkFunction):
+    """The offline sink with the gate inside: keyed by dataset, ``(dataset, row)`` in.
+
+    Rows of a gated view's changelog (``features/<view>``) go through :class:`Gate`;
+    what it lets through is buffered for the store like any other row and, for the
+    datasets in ``forward``, passed on downstream (to the online sink). Other datasets
+    are only buffered.
+
+    Args:
+        gate: the gate (its views are the ones validated).
+        changelogs: changelog dataset -> view, for every view of the pipeline.
+        sink_factory, schemas, metric, forward: as :class:`BatchingSinkFunction`.
+    """
+
+    def __init__(
+        self,
+        gate: Gate,
+        changelogs: Mapping[str, str],
+        sink_factory: Any,
+        schemas: dict[str, Any],
+        metric: str | None = None,
+        forward: frozenset[str] = frozenset(),
+    ) -> None:
+        super().__init__(sink_factory, schemas, metric=metric, forward=forward)
+        self.gate = gate
+        self.changelogs = dict(changelogs)
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        super().open(runtime_context)
+        self.gate.open(runtime_context, self.metrics)
+
+    def close(self) -> None:
+        self.gate.close()
+        super().close()
+
+    def _gated(self, dataset: str) -> str | None:
+        view = self.changelogs.get(dataset)
+        return view if view is not None and self.gate.gates(view) else None
+
+    def _pass(self, dataset: str, rows: Iterator[Any], ctx: Any) -> Iterator[Any]:
+        forward = dataset in self.forward
+        for row in rows:
+            self._buffer(dataset, row, ctx)
+            if forward:
+                yield dataset, row
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
+        dataset, row = value
+        view = self._gated(dataset)
+        if view is None:
+            yield from super().process_element(value, ctx)
+        else:
+            yield from self._pass(dataset, self.gate.accept(view, row, ctx), ctx)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
+        dataset = str(ctx.get_current_key())
+        view = self._gated(dataset)
+        if view is not None:  # first the gate: at the end of input it forwards every row
+            yield from self._pass(dataset, self.gate.on_timer(view, timestamp, ctx), ctx)
+        yield from super().on_timer(timestamp, ctx)
+
+
 def gated_views(pipeline: Pipeline, quality_dir: Path | None) -> list[str]:
     """The pipeline's views that have a feature suite (the others pass the gate unchecked)."""
     from quality.suites import QUALITY_DIR, feature_suite_name, load_suite_files
@@ -340,20 +415,20 @@ def gated_views(pipeline: Pipeline, quality_dir: Path | None) -> list[str]:
     return [v.name for v in pipeline.views if feature_suite_name(v.name) in suites]
 
 
-def gate_step(
-    rows: Any,
+def gated_sink(
     settings: Settings,
     pipeline: Pipeline,
     end_offsets: Mapping[tuple[str, int], int] | None,
-) -> Any:
-    """Add the gate after ``rows`` (the ``views`` step's stream); returns its output stream.
+    sink_factory: Any,
+    schemas: dict[str, Any],
+    forward: frozenset[str],
+) -> GatedSinkFunction:
+    """The offline sink function with the quality gate inside (see module docs).
 
     Raises:
         ConfigError: a suite or profile file of the quality directory is invalid
             (checked here, on the client, before the job starts).
     """
-    from pyflink.common import Types
-
     from pipelines.runtime.summary import run_key
     from quality.profile import load_profiles
 
@@ -364,23 +439,16 @@ def gate_step(
     skipped = [v.name for v in pipeline.views if v.name not in views]
     if skipped:
         log.warning("no feature suite for views %s: they pass the quality gate unchecked", skipped)
-    function = GateFunction(
+    gate = Gate(
         None if quality_dir is None else str(quality_dir),
         quality.gate_config(settings.stack.state_dir),
         views,
         tags={"run": run_key(pipeline.name, end_offsets)},
         python=sys.executable,
     )
-    return (
-        rows.key_by(_view_of, key_type=Types.STRING())
-        .process(function, output_type=PICKLED)
-        .name(STEP)
-        .uid(STEP)
-    )
+    changelogs = {f"features/{v.name}": v.name for v in pipeline.views}
+    return GatedSinkFunction(gate, changelogs, sink_factory, schemas,
+                             metric="offline_writes", forward=forward)
 
 
-def _view_of(value: Any) -> str:
-    return str(value[0])
-
-
-__all__ = ["STEP", "GateFunction", "gate_step", "gated_views"]
+__all__ = ["Gate", "GatedSinkFunction", "gated_sink", "gated_views"]

@@ -3,11 +3,12 @@
 The job, step by step (names are the Flink operator names and uids):
 
     read_<topic> -> admit -> route_enrich -> enrich --+
-    (per topic)     |    \\-> route_views -------------+-> views -> gate -> online_sink
-    keyed by        |                                                  \\-> offline_sink
-    topic|partition |                                                 (features/<view>)
-                    +-> events/<topic> -----------------------------------> offline_sink
-                    +-> quarantine (side output) -------------------------> offline_sink
+    (per topic)     |    \\-> route_views -------------+-> views -> offline_sink -> online_sink
+    keyed by        |                              (features/<view>, quality gate inside)
+    topic|partition +-> events/<topic> --------------------------> offline_sink
+                    +-> quarantine (side output) ----------------> offline_sink
+
+With ``quality.enabled: false`` the online sink takes the ``views`` rows directly.
 
 This module only wires steps; the logic lives in :mod:`pipelines.operators`.
 """
@@ -162,19 +163,35 @@ def build_job(
         .name("views")
         .uid("views")
     )
-    if settings.quality.enabled:
-        from pipelines.operators.gate_function import gate_step
-
-        rows = gate_step(rows, settings, pipeline, end_offsets)
     schemas, time_columns = sink_datasets(pipeline, plan, settings)
     factory = functools.partial(_offline_factory, settings, time_columns)
     changelog = rows.map(_dataset_of_changelog, output_type=PICKLED).name("to_changelog")
+    stored = changelog.union(
+        admitted.map(_dataset_of_event, output_type=PICKLED).name("to_event_log"),
+        quarantined.map(_dataset_of_quarantine, output_type=PICKLED).name("to_quarantine"),
+    ).key_by(_first, key_type=Types.STRING())
+    if settings.quality.enabled:
+        # The gate runs inside the offline sink, which the changelog crosses anyway, and
+        # hands what it lets through on to the online sink (see gate_function's docs).
+        from pipelines.operators.gate_function import gated_sink
+
+        forward = frozenset(
+            f"features/{v.name}" for v in pipeline.views if settings.online_store.enabled
+        )
+        offline: Any = gated_sink(settings, pipeline, end_offsets, factory, schemas, forward)
+        to_online = (
+            stored.process(offline, output_type=PICKLED).name("offline_sink").uid("offline_sink")
+        )
+    else:
+        offline = BatchingSinkFunction(factory, schemas, metric="offline_writes")
+        stored.process(offline, output_type=PICKLED).name("offline_sink").uid("offline_sink")
+        to_online = changelog
     if settings.online_store.enabled:
         # Rows of one entity come from one views subtask in event-time order and keying by
         # dataset keeps that order; the store itself never replaces a newer value.
         online = functools.partial(_online_factory, settings)
         (
-            changelog.key_by(_first, key_type=Types.STRING())
+            to_online.key_by(_first, key_type=Types.STRING())
             .process(
                 BatchingSinkFunction(
                     online, schemas, batch_rows=5_000, flush_interval_ms=500,
@@ -185,18 +202,6 @@ def build_job(
             .name("online_sink")
             .uid("online_sink")
         )
-    (
-        changelog.union(
-            admitted.map(_dataset_of_event, output_type=PICKLED).name("to_event_log"),
-            quarantined.map(_dataset_of_quarantine, output_type=PICKLED).name("to_quarantine"),
-        )
-        .key_by(_first, key_type=Types.STRING())
-        .process(
-            BatchingSinkFunction(factory, schemas, metric="offline_writes"), output_type=PICKLED
-        )
-        .name("offline_sink")
-        .uid("offline_sink")
-    )
 
 
 def run_pipeline(

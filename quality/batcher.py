@@ -38,15 +38,23 @@ class MicroBatcher:
     """Closes a batch at ``max_rows`` rows, or when a row's event time is ``max_span_ms``
     or more after the batch's first row.
 
+    With ``aligned``, batches are tumbling event-time windows instead: a batch holds the
+    rows with ``start <= t < start + max_span_ms``, ``start`` a multiple of
+    ``max_span_ms`` (and the batch's ``first_ms``), whatever their number. The gate cuts
+    a topic's accepted events so (events suites), because they reach it in arrival
+    order, not in event-time order as changelog rows do.
+
     Args:
-        view: feature view the rows belong to.
-        max_rows: size bound (``GateConfig.batch_max_rows``).
+        view: feature view (or topic) the rows belong to.
+        max_rows: size bound (``GateConfig.batch_max_rows``; not used when aligned).
         max_span_ms: event-time bound (``GateConfig.batch_max_ms``).
         time_field: the row field holding event time (epoch ms).
+        aligned: cut tumbling windows (rows must come in event-time order).
     """
 
     def __init__(
-        self, view: str, max_rows: int, max_span_ms: int, time_field: str = "event_timestamp"
+        self, view: str, max_rows: int, max_span_ms: int, time_field: str = "event_timestamp",
+        aligned: bool = False,
     ) -> None:
         if max_rows < 1 or max_span_ms < 1:
             raise ValueError("max_rows and max_span_ms must be positive")
@@ -54,6 +62,7 @@ class MicroBatcher:
         self.max_rows = max_rows
         self.max_span_ms = max_span_ms
         self.time_field = time_field
+        self.aligned = aligned
         self._current: MicroBatch | None = None
         self._seq = 0
 
@@ -62,6 +71,17 @@ class MicroBatcher:
         t = int(row[self.time_field])
         done: list[MicroBatch] = []
         current = self._current
+        if self.aligned:
+            start = t - t % self.max_span_ms
+            if current is not None and current.first_ms != start:
+                done.append(current)
+                current = None
+            if current is None:
+                self._seq += 1
+                current = MicroBatch(self.view, start, seq=self._seq)
+            current.rows.append(row)
+            self._current = current
+            return done
         if current is not None and t - current.first_ms >= self.max_span_ms:
             done.append(current)
             current = None

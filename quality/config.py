@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,6 +107,34 @@ class GateConfig(_Model):
             min_rows=own.min_rows or self.min_rows,
             batch_max_rows=own.batch_max_rows or self.batch_max_rows,
             batch_max_ms=own.batch_max_ms or self.batch_max_ms,
+        )
+
+    def input_policy(self, topic: str, defaults: Mapping[str, int] | None = None) -> ResolvedPolicy:
+        """The policy of a topic's events suite (input drift): as :meth:`policy`, but the
+        action is always ``warn``: by the time a batch of events is judged, its events
+        have been applied to the features, so holding them would hold nothing back.
+        ``defaults``: batch bounds the suite sets (``SuiteFile.batch_defaults``), used
+        where ``views.<topic>`` leaves them unset.
+
+        Raises:
+            ConfigError: ``views.<topic>.action`` asks for ``block``.
+        """
+        own = self.views.get(topic)
+        if own is not None and own.action == "block":
+            raise ConfigError(
+                f"events of {topic} cannot be blocked: by the time their batch is judged "
+                "they have been applied to the features",
+                where=f"quality.views.{topic}.action",
+                fix="use warn (record and alert), or block the feature views they feed",
+            )
+        set_here = own or ViewPolicy()
+        given = defaults or {}
+        return replace(
+            self.policy(topic),
+            action="warn",
+            min_rows=set_here.min_rows or given.get("min_rows") or self.min_rows,
+            batch_max_rows=set_here.batch_max_rows or self.batch_max_rows,
+            batch_max_ms=set_here.batch_max_ms or given.get("batch_max_ms") or self.batch_max_ms,
         )
 
     @property

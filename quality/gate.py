@@ -22,9 +22,12 @@ from quality.gx_rules import first_blank
 from quality.profile import Profile, load_profiles
 from quality.results import ResultStore, now_iso
 from quality.suites import (
+    BATCH_LEVELS,
     DRIFT_EXPECTATION,
     QUALITY_DIR,
     SuiteFile,
+    batch_suites,
+    event_suite_name,
     expectation_columns,
     expectation_label,
     feature_suite_name,
@@ -100,7 +103,8 @@ class QualityGate:
         self.tags: dict[str, str] = {}
         """Added to every stored result, e.g. ``{"run": ...}`` to tell one run's results."""
         self._rows = {s.subject: s for s in suites.values() if s.level == "rows"}
-        self._features = {s.view: s for s in suites.values() if s.level == "features"}
+        # views and topics with a batch suite (feature suites and input-drift suites)
+        self._features = batch_suites(suites)
         self._positions: dict[str, dict[Key, int]] = {}
         self._counters: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
@@ -144,11 +148,13 @@ class QualityGate:
                 positions[key] = i
             gate._positions[suite.name] = positions
             runtime.add_suite(suite)
-            if suite.level == "features":
+            if suite.level in BATCH_LEVELS:
                 runtime.add_suite(suite, name=suite.name + _INTEGRITY, keep=_not_drift)
+            if suite.level == "events":
+                config.input_policy(suite.subject)  # raises on a block asked for
         for view in profiles:
             if view not in gate._features:
-                log.warning("profile of %s has no feature suite; it is not used", view)
+                log.warning("profile of %s has no batch suite; it is not used", view)
         return gate
 
     # -- public interface ------------------------------------------------------------
@@ -159,7 +165,7 @@ class QualityGate:
 
     @property
     def views(self) -> list[str]:
-        """Feature views with a batch suite."""
+        """Feature views, and topics, with a batch suite."""
         return sorted(self._features)
 
     def add_alert_handler(self, handler: AlertHandler) -> None:
@@ -298,17 +304,24 @@ class QualityGate:
         verdict is stored; a ``block`` verdict also holds the rows (see
         :class:`~quality.results.ResultStore` for release).
 
+        ``view`` may also be a topic with an events suite (input drift): its batch of
+        accepted events is judged the same way, stored as an ``events`` result, and a
+        failure is only recorded and alerted (``warn``), never held.
+
         Raises:
-            DefinitionError: no feature suite exists for ``view``.
+            DefinitionError: no feature or events suite exists for ``view``.
         """
         suite = self._features.get(view)
         if suite is None:
             raise DefinitionError(
                 f"no feature suite for view {view}",
-                where=f"quality/suites/{feature_suite_name(view)}.json",
+                where=f"quality/suites/{feature_suite_name(view)}.json "
+                f"(or {event_suite_name(view)}.json for a topic)",
                 fix="add the suite, or do not route this view through the gate",
             )
-        policy = self.config.policy(view)
+        events = suite.level == "events"
+        policy = (self.config.input_policy(view, suite.batch_defaults) if events
+                  else self.config.policy(view))
         profile = self.profiles.get(view)
         n = len(rows)
         started = time.perf_counter()
@@ -340,7 +353,8 @@ class QualityGate:
                 self._read_feature_result(suite, r, n, columns, failures)
         failed = bool(failures) or any(c.drifted for c in columns.values())
         action = policy.action if failed else "pass"
-        times = [r["event_timestamp"] for r in rows if r.get("event_timestamp") is not None]
+        time_field = suite.time_field
+        times = [r[time_field] for r in rows if r.get(time_field) is not None]
         verdict = DriftVerdict(
             view=view,
             batch_id=batch_id,
@@ -358,7 +372,7 @@ class QualityGate:
         self.store.append(
             {
                 **self.tags,
-                "kind": "features",
+                "kind": suite.level,
                 "suite": suite.name,
                 "validated_at": now_iso(),
                 "configured_action": policy.action,

@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from pipelines.errors import ConfigError
 from quality import measures
-from quality.suites import SUITES_DIR, feature_suite_name, load_suite_files
+from quality.suites import SUITES_DIR, batch_suites, load_suite_files
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 """The reference profiles shipped with livefeat."""
@@ -110,10 +111,11 @@ def _infer_kind(name: str, values: Sequence[Any] | np.ndarray) -> str | None:
 
 
 def measured_columns(view: str, suites_dir: Path | None = None) -> dict[str, str] | None:
-    """``{column: kind}`` from the view's feature suite, or None when it has none."""
+    """``{column: kind}`` from the batch suite of ``view`` (a feature view, or a topic
+    with an events suite), or None when it has none."""
     directory = suites_dir or SUITES_DIR
     suites = load_suite_files(directory) if directory.is_dir() else {}
-    suite = suites.get(feature_suite_name(view))
+    suite = batch_suites(suites).get(view)
     return suite.drift_columns if suite else None
 
 
@@ -159,9 +161,15 @@ def _categorical_profile(values: Sequence[Any] | np.ndarray, seed: int) -> dict[
     }
 
 
-def batch_bounds(times: np.ndarray, max_rows: int, max_span_ms: int) -> list[tuple[int, int]]:
+def batch_bounds(
+    times: np.ndarray, max_rows: int, max_span_ms: int, aligned: bool = False
+) -> list[tuple[int, int]]:
     """``[(start, end), ...]`` of the micro-batches :class:`~quality.batcher.MicroBatcher`
-    would cut from rows with these (sorted) event times."""
+    would cut from rows with these (sorted) event times (``aligned``: tumbling windows)."""
+    if aligned:
+        window = times // max_span_ms
+        cuts = [0, *(np.flatnonzero(np.diff(window)) + 1).tolist(), len(times)]
+        return [(a, b) for a, b in pairwise(cuts) if b > a]
     bounds: list[tuple[int, int]] = []
     start = 0
     for i in range(1, len(times) + 1):
@@ -180,7 +188,8 @@ def _natural(
     order = np.argsort(times, kind="stable")
     spans = [
         (a, b)
-        for a, b in batch_bounds(times[order], bounds.max_rows, bounds.max_span_ms)
+        for a, b in batch_bounds(times[order], bounds.max_rows, bounds.max_span_ms,
+                                 bounds.aligned)
         if b - a >= bounds.min_rows
     ]
     info: dict[str, Any] = {**bounds.to_json(), "batches": len(spans)}
@@ -207,14 +216,19 @@ class BatchBounds:
     max_rows: int = 5000
     max_span_ms: int = 60_000
     min_rows: int = 1000
+    aligned: bool = False
+    """Tumbling event-time windows, as the gate cuts a topic's events (events suites)."""
 
-    def to_json(self) -> dict[str, int]:
+    def to_json(self) -> dict[str, Any]:
         """JSON form stored in the profile."""
-        return {
+        out: dict[str, Any] = {
             "batch_max_rows": self.max_rows,
             "batch_max_ms": self.max_span_ms,
             "min_rows": self.min_rows,
         }
+        if self.aligned:
+            out["aligned"] = True
+        return out
 
 
 def build_profile_from_columns(
@@ -225,8 +239,10 @@ def build_profile_from_columns(
     source: Mapping[str, Any] | None = None,
     seed: int = 0,
     bounds: BatchBounds | None = None,
+    time_field: str = "event_timestamp",
 ) -> Profile:
-    """A profile from column-oriented data (see :func:`build_profile`)."""
+    """A profile from column-oriented data (see :func:`build_profile`); ``time_field``
+    names the event-time column (epoch ms) the reference batches are cut by."""
     n = len(next(iter(columns.values()))) if columns else 0
     if kinds is None:
         kinds = measured_columns(view)
@@ -249,7 +265,7 @@ def build_profile_from_columns(
             data[name] = np.asarray(values, dtype=object)
             out[name] = _categorical_profile(values, seed + i)
     info = dict(source or {})
-    times = columns.get("event_timestamp")
+    times = columns.get(time_field)
     if times is not None and n:
         info["natural"] = _natural(
             out, data, np.asarray(times, dtype=np.int64), bounds or BatchBounds()
@@ -271,8 +287,10 @@ def build_profile(
     source: Mapping[str, Any] | None = None,
     seed: int = 0,
     bounds: BatchBounds | None = None,
+    time_field: str = "event_timestamp",
 ) -> Profile:
-    """A reference profile from changelog rows (dicts as in docs/semantics.md).
+    """A reference profile from changelog rows (dicts as in docs/semantics.md), or from
+    accepted events of a topic with an events suite (``time_field`` their event time).
 
     Args:
         view: the feature view.
@@ -295,7 +313,8 @@ def build_profile(
         names.update(dict.fromkeys(r))
     columns = {name: [r.get(name) for r in rows] for name in names}
     return build_profile_from_columns(
-        view, columns, kinds=kinds, source=source, seed=seed, bounds=bounds
+        view, columns, kinds=kinds, source=source, seed=seed, bounds=bounds,
+        time_field=time_field,
     )
 
 
@@ -309,47 +328,58 @@ def profile_from_offline(
     s3_options: dict[str, Any] | None = None,
     kinds: Mapping[str, str] | None = None,
     bounds: BatchBounds | None = None,
+    time_field: str | None = None,
 ) -> Profile:
-    """A profile from the offline changelog rows with ``from_ms <= event_timestamp < to_ms``.
+    """A profile from the offline rows with ``from_ms <= event time < to_ms``.
 
-    Rows written twice (replays) are deduplicated on (key, event_timestamp), keeping
-    the earliest ``created_timestamp``, as every reader of the changelog does.
+    By default ``view`` is a feature view: its changelog is read, and rows written twice
+    (replays) are deduplicated on (key, event_timestamp), keeping the earliest
+    ``created_timestamp``, as every reader of the changelog does. With ``time_field``,
+    ``view`` is a topic with an events suite: its accepted-event log is read, filtered
+    on ``time_field``, and deduplicated on the Kafka position (``_partition``, ``_offset``).
 
     Raises:
-        ConfigError: the view has no changelog in the store, or none in the range.
+        ConfigError: the store has no such changelog (or event log), or none in the range.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from pipelines.sinks.parquet import read_dataset
 
-    dataset = f"features/{view}"
+    events = time_field is not None
+    dataset = f"events/{view}" if events else f"features/{view}"
+    what = "accepted-event log of this topic" if events else "changelog of this view"
     try:
         table = read_dataset(uri, dataset, s3_options)
     except FileNotFoundError as exc:
         raise ConfigError(
-            "no changelog of this view in the offline store",
+            f"no {what} in the offline store",
             where=f"{uri}/{dataset}",
-            fix="check --offline-uri and the view name, or run the pipeline first",
+            fix="check --offline-uri and the name, or run the pipeline first",
         ) from exc
     for i, f in enumerate(table.schema):
         if pa.types.is_timestamp(f.type):  # epoch ms, whatever unit the file uses
             ms = table.column(i).cast(pa.timestamp("ms", f.type.tz)).cast(pa.int64())
             table = table.set_column(i, pa.field(f.name, pa.int64()), ms)
-    ts = table.column("event_timestamp")
+    field = time_field or "event_timestamp"
+    ts = table.column(field)
     keep = pc.and_(pc.greater_equal(ts, from_ms), pc.less(ts, to_ms))
     table = table.filter(keep)
     if table.num_rows == 0:
         raise ConfigError(
-            "no changelog rows in the chosen time range",
+            f"no {'accepted events' if events else 'changelog rows'} in the chosen time range",
             where=f"{uri}/{dataset}",
             fix="widen --from/--to; the range is [from, to) in event time",
         )
-    key = key or table.schema.names[0]
     frame = table.to_pandas()
-    frame = frame.sort_values("created_timestamp", kind="stable").drop_duplicates(
-        subset=[key, "event_timestamp"], keep="first"
-    )
+    if events:
+        frame = frame.drop_duplicates(subset=["_partition", "_offset"], keep="first")
+        frame = frame.sort_values(field, kind="stable")
+    else:
+        key = key or table.schema.names[0]
+        frame = frame.sort_values("created_timestamp", kind="stable").drop_duplicates(
+            subset=[key, "event_timestamp"], keep="first"
+        )
     columns: dict[str, Sequence[Any] | np.ndarray] = {}
     for name in frame.columns:
         series = frame[name]
@@ -359,11 +389,13 @@ def profile_from_offline(
             columns[name] = [None if _is_missing(v) else v for v in series.tolist()]
     source = {
         "offline_uri": uri,
+        "dataset": dataset,
         "from": _iso(from_ms),
         "to": _iso(to_ms),
         "rows_read": len(frame),
     }
-    return build_profile_from_columns(view, columns, kinds=kinds, source=source, bounds=bounds)
+    return build_profile_from_columns(view, columns, kinds=kinds, source=source, bounds=bounds,
+                                      time_field=field)
 
 
 def _is_missing(value: Any) -> bool:

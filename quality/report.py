@@ -64,7 +64,7 @@ def summarize(store: ResultStore, view: str | None = None) -> Summary:
             s.passed += int(rec["passed"])
             for reason, n in (rec.get("by_reason") or {}).items():
                 s.by_reason[reason] = s.by_reason.get(reason, 0) + int(n)
-        elif kind == "features" and view in (None, rec["view"]):
+        elif kind in ("features", "events") and view in (None, rec["view"]):
             f = features.setdefault(rec["view"], FeatureSuiteSummary(rec["view"]))
             f.batches += 1
             f.rows += int(rec["rows"])

@@ -1,6 +1,6 @@
 """The Great Expectations suites kept as files under ``quality/suites/``, read without GX.
 
-Two kinds of suite, told apart by ``meta.level``:
+Three kinds of suite, told apart by ``meta.level``:
 
 * ``rows.<topic>.json`` (``level: rows``): row expectations of one event type. Each
   expectation's ``meta.reason`` is the quarantine reason code of
@@ -12,10 +12,20 @@ Two kinds of suite, told apart by ``meta.level``:
   ``meta.check: drift`` expectations (``expect_column_to_not_drift``) compare the
   batch with the view's reference profile, with ``meta.kind`` ``numeric`` or
   ``categorical`` choosing the measure. ``meta.key`` names the entity key column.
+* ``events.<topic>.json`` (``level: events``): batch expectations of one topic's
+  accepted events (input drift: e.g. order amounts), the same expectation types as a
+  feature suite, with the topic's reference profile (``profiles/<topic>.json``).
+  ``meta.subject`` names the topic and ``meta.time_field`` its event-time field.
+  Batches are tumbling event-time windows of ``batch_max_ms`` (events reach the gate
+  in arrival order); ``meta.batch_max_ms`` and ``meta.min_rows`` may set the topic's
+  bounds (a topic has far fewer rows a minute than a view has changelog rows;
+  ``quality.views.<topic>`` in the configuration still wins). A failed events
+  batch is recorded and alerted (``warn``), never held: its events have already been
+  applied to the features.
 
 Suites may use two suite parameters, filled in by the gate at every validation:
 ``currencies`` and ``max_event_time_ms`` (row suites), ``drift_threshold`` and
-``reference_<column>`` (feature suites).
+``reference_<column>`` (feature and events suites).
 """
 
 from __future__ import annotations
@@ -44,6 +54,10 @@ REASONS: tuple[str, ...] = (
 
 DRIFT_EXPECTATION = "expect_column_to_not_drift"
 KINDS: tuple[str, ...] = ("numeric", "categorical")
+BATCH_LEVELS: tuple[str, ...] = ("features", "events")
+"""Levels of the suites validated on micro-batches (with drift against a profile)."""
+BATCH_BOUNDS: tuple[str, ...] = ("batch_max_ms", "min_rows")
+"""Batch bounds an events suite may set in its ``meta``."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,7 @@ class SuiteFile:
     """One suite file, checked for the ``meta`` fields livefeat relies on."""
 
     name: str
-    level: Literal["rows", "features"]
+    level: Literal["rows", "features", "events"]
     path: Path
     data: dict[str, Any]
 
@@ -76,6 +90,25 @@ class SuiteFile:
     def view(self) -> str:
         """Feature view of a feature suite (empty for row suites)."""
         return str(self.meta.get("view", ""))
+
+    @property
+    def batch_of(self) -> str:
+        """What a batch suite validates, as the gate and the profiles name it: the view
+        (``features``) or the topic (``events``); empty for row suites."""
+        if self.level == "features":
+            return self.view
+        return self.subject if self.level == "events" else ""
+
+    @property
+    def batch_defaults(self) -> dict[str, int]:
+        """Batch bounds an events suite sets for its topic (``meta.batch_max_ms``,
+        ``meta.min_rows``; checked positive integers on load)."""
+        return {k: int(self.meta[k]) for k in BATCH_BOUNDS if k in self.meta}
+
+    @property
+    def time_field(self) -> str:
+        """The rows' event-time column: ``event_timestamp`` for changelog rows."""
+        return str(self.meta.get("time_field") or "event_timestamp")
 
     @property
     def columns(self) -> list[str]:
@@ -126,12 +159,18 @@ def _check(path: Path, data: Any) -> SuiteFile:
         )
     meta = data.get("meta") or {}
     level = meta.get("level")
-    if level not in ("rows", "features"):
-        raise _problem(path, "meta.level", f"unknown level {level!r}", 'use "rows" or "features"')
-    needed = ("subject", "time_field") if level == "rows" else ("view", "key")
+    if level not in ("rows", *BATCH_LEVELS):
+        raise _problem(path, "meta.level", f"unknown level {level!r}",
+                       'use "rows", "features" or "events"')
+    needed = ("view", "key") if level == "features" else ("subject", "time_field")
     for key in needed:
         if not isinstance(meta.get(key), str) or not meta[key]:
             raise _problem(path, f"meta.{key}", "missing", f"name the {key} in meta.{key}")
+    for key in BATCH_BOUNDS if level == "events" else ():
+        value = meta.get(key)
+        if value is not None and (type(value) is not int or value < 1):
+            raise _problem(path, f"meta.{key}", f"{value!r} is not a positive integer",
+                           f"give meta.{key} as a whole number, or leave it out")
     exps = data.get("expectations")
     if not isinstance(exps, list) or not exps:
         raise _problem(path, "expectations", "no expectations", "list at least one expectation")
@@ -148,7 +187,7 @@ def _check(path: Path, data: Any) -> SuiteFile:
                 path, f"{where}.meta.reason", f"unknown reason {e_meta.get('reason')!r}",
                 f"use one of {', '.join(REASONS)}",
             )
-        drift = level == "features" and e.get("type") == DRIFT_EXPECTATION
+        drift = level in BATCH_LEVELS and e.get("type") == DRIFT_EXPECTATION
         if drift and e_meta.get("kind") not in KINDS:
             raise _problem(
                 path, f"{where}.meta.kind", f"unknown kind {e_meta.get('kind')!r}",
@@ -190,3 +229,26 @@ def row_suite_name(subject: str) -> str:
 def feature_suite_name(view: str) -> str:
     """Name of the batch suite of a feature view."""
     return f"features.{view}"
+
+
+def event_suite_name(subject: str) -> str:
+    """Name of the batch (input drift) suite of a topic's accepted events."""
+    return f"events.{subject}"
+
+
+def batch_suites(suites: dict[str, SuiteFile]) -> dict[str, SuiteFile]:
+    """The batch suites (feature and events) by what they validate (view or topic).
+
+    Raises:
+        ConfigError: a view and a topic share a name, so their batches could not be told apart.
+    """
+    out: dict[str, SuiteFile] = {}
+    for suite in suites.values():
+        if suite.level not in BATCH_LEVELS:
+            continue
+        other = out.get(suite.batch_of)
+        if other is not None:
+            raise _problem(suite.path, "meta", f"{other.path.name} validates "
+                           f"{suite.batch_of!r} too", "keep one batch suite per view or topic")
+        out[suite.batch_of] = suite
+    return out

@@ -90,12 +90,20 @@ def profile_cmd(
 ) -> None:
     """Build the reference profile of VIEW from a time range of the offline changelog.
 
+    VIEW may also be a topic with an events suite (input drift, e.g.
+    livestream.order_placed): its profile is built from the accepted-event log.
+
     Besides the value distributions, the profile records how much batches of the
     reference period (cut like the gate cuts them) move by themselves; use the same
     batch bounds here as in the gate's configuration.
     """
     from quality.profile import BatchBounds, profile_from_offline
-    from quality.suites import feature_suite_name, load_suite_files
+    from quality.suites import (
+        batch_suites,
+        event_suite_name,
+        feature_suite_name,
+        load_suite_files,
+    )
 
     from_ms, to_ms = parse_time(from_, "--from"), parse_time(to, "--to")
     if to_ms <= from_ms:
@@ -106,22 +114,27 @@ def profile_cmd(
 
     s3_options = s3_options_for(settings, uri)
     base = _quality_dir(ctx, quality_dir)
-    suite = load_suite_files(base / "suites").get(feature_suite_name(view))
+    suite = batch_suites(load_suite_files(base / "suites")).get(view)
     if suite is None:
         raise ConfigError(
-            f"no feature suite for view {view}",
+            f"no feature suite for view {view} (nor an events suite for a topic of that name)",
             where=str(base / "suites"),
-            fix=f"add {feature_suite_name(view)}.json, or check the view name",
+            fix=f"add {feature_suite_name(view)}.json for a view or {event_suite_name(view)}.json "
+            "for a topic, or check the name",
         )
-    policy = _gate_config(ctx).policy(view)
+    config = _gate_config(ctx)
+    policy = (config.input_policy(view, suite.batch_defaults) if suite.level == "events"
+              else config.policy(view))
     bounds = BatchBounds(
         batch_max_rows or policy.batch_max_rows,
         batch_max_ms or policy.batch_max_ms,
         min_rows or policy.min_rows,
+        aligned=suite.level == "events",  # the gate cuts events in tumbling windows
     )
     profile = profile_from_offline(
-        uri, view, from_ms, to_ms, key=suite.meta["key"], s3_options=s3_options,
+        uri, view, from_ms, to_ms, key=suite.meta.get("key"), s3_options=s3_options,
         kinds=suite.drift_columns, bounds=bounds,
+        time_field=suite.time_field if suite.level == "events" else None,
     )
     path = profile.save(out or base / "profiles" / f"{view}.json")
     console = Console()

@@ -44,6 +44,16 @@ end of bounded input (the final watermark fires a timer at ``MAX_TIME``), where 
 takes every verdict before the watermark goes on to the sinks. After a restore the
 batches in ``gate_closed`` are validated again.
 
+Topics with an events suite (input drift, e.g. order amounts) are gated too: their
+accepted events, on their way to the event log, are judged against the topic's
+profile. Events reach the sink in arrival order (partitions read ahead of one another
+by seconds to minutes), not in event-time order as changelog rows do, so their
+batches are tumbling event-time windows of ``batch_max_ms`` (by the event-time field
+the suite names), kept in keyed ``ListState`` and closed by an event-time timer when
+the watermark passes the window's end: an event admitted later than that would have
+been late, and quarantined. Their action is always ``warn``: the events have already
+been applied to the features, so a verdict can only be recorded and alerted.
+
 Integrity failures (e.g. a negative count) and batches Great Expectations cannot
 evaluate (``gate_error``) fail the batch like drift does, so they take the view's
 action: nothing is dropped; rows not forwarded are in a held batch, counted in the
@@ -79,7 +89,7 @@ from pipelines.operators.flink_functions import MAX_TIME, PICKLED, BatchingSinkF
 from pipelines.operators.gate_worker import GateWorker, Verdict
 from pipelines.operators.metrics import PipelineMetrics
 from quality.batcher import MicroBatch
-from quality.config import GateConfig
+from quality.config import GateConfig, ResolvedPolicy
 from quality.results import ResultStore
 
 log = logging.getLogger("livefeat.quality")
@@ -132,6 +142,8 @@ class Gate:
         quality_dir: directory with ``suites/`` and ``profiles/`` (None: the shipped ones).
         config: the gate settings, ``results_dir`` absolute (workers may run elsewhere).
         views: the views to validate; rows of other views pass through.
+        inputs: topics whose accepted events are validated too (events suites): their
+            event-time field and their policy (``GateConfig.input_policy``: ``warn``).
         tags: stored with every result (``{"run": ...}`` names the run).
         python: the interpreter for the gate's validation process (``gated_sink`` gives
             the one building the job, which is the one the workers run: Flink's
@@ -146,10 +158,13 @@ class Gate:
         views: list[str],
         tags: dict[str, str] | None = None,
         python: str | None = None,
+        inputs: Mapping[str, tuple[str, ResolvedPolicy]] | None = None,
     ) -> None:
         self.quality_dir = quality_dir
         self.config = config
-        self.views = frozenset(views)
+        self.inputs = {t: field for t, (field, _) in (inputs or {}).items()}
+        self.input_policies = {t: policy for t, (_, policy) in (inputs or {}).items()}
+        self.views = frozenset(views) | frozenset(self.inputs)
         self.tags = dict(tags or {})
         self.python = python
         self.validator: GateWorker | None = None
@@ -167,6 +182,10 @@ class Gate:
             self.validator = GateWorker(quality_dir, self.config, self.tags, self.python)
         self.costs = _Costs()
         self.rows = runtime_context.get_list_state(ListStateDescriptor("gate_rows", PICKLED))
+        # a topic's events by tumbling window: (window start, row), in arrival order
+        self.windows = runtime_context.get_list_state(
+            ListStateDescriptor("gate_windows", PICKLED)
+        )
         # (first event time of the open batch or None, sequence of the last batch opened)
         self.batch = runtime_context.get_state(ValueStateDescriptor("gate_batch", PICKLED))
         # closed batches without a verdict yet: sequence -> (first event time, rows)
@@ -178,7 +197,8 @@ class Gate:
         # again. Saves state calls per row.
         self.open_batches: dict[str, _Open] = {}
         self.waiting: dict[str, deque[_Closed]] = {}
-        self.policies = {v: self.config.policy(v) for v in self.views}
+        self.policies = {v: self.config.policy(v) for v in self.views if v not in self.inputs}
+        self.policies.update(self.input_policies)
         self.metrics = metrics
 
     def close(self) -> None:
@@ -232,8 +252,12 @@ class Gate:
         self.rows.clear()
         current.first_ms, current.count = None, 0
         self.batch.update((None, current.seq))
-        if not rows:
-            return
+        if rows:
+            yield from self._validate(view, batch, ctx)
+
+    def _validate(self, view: str, batch: MicroBatch, ctx: Any) -> Iterator[Any]:
+        """Hand a closed batch to the validator; forward what has a verdict."""
+        rows = batch.rows
         waiting = self._waiting(view)  # (read from the state before this batch is in it)
         self.closed.put(batch.seq, (batch.first_ms, rows))
         waiting.append(self._submit(view, batch.seq, batch.batch_id, rows))
@@ -299,12 +323,48 @@ class Gate:
         if not verdict.judged:
             metrics.inc("gate_not_judged")
 
+    # -- a topic's events: tumbling windows ---------------------------------------------
+    def _accept_event(self, view: str, row: Any, ctx: Any) -> Iterator[Any]:
+        t = int(row[self.inputs[view]])
+        span = self.policies[view].batch_max_ms
+        start = t - t % span
+        self.windows.add((start, row))
+        ctx.timer_service().register_event_time_timer(start + span - 1)  # deduplicated
+        yield row  # warn: written at once, judged when the window closes
+
+    def _close_windows(self, view: str, timestamp: int, final: bool, ctx: Any) -> Iterator[Any]:
+        """Close every window of ``view`` whose end the watermark passed (all at the end)."""
+        span = self.policies[view].batch_max_ms
+        due: dict[int, list[Any]] = {}
+        kept: list[Any] = []
+        for start, row in self.windows.get() or []:
+            if final or start + span - 1 <= timestamp:
+                due.setdefault(start, []).append(row)
+            else:
+                kept.append((start, row))
+        if not due:
+            return
+        if kept:
+            self.windows.update(kept)
+        else:
+            self.windows.clear()
+        field = self.inputs[view]
+        current = self._current(view)
+        for start in sorted(due):
+            current.seq += 1
+            self.batch.update((None, current.seq))
+            rows = sorted(due[start], key=lambda r: int(r[field]))  # stable: ties by arrival
+            yield from self._validate(view, MicroBatch(view, start, rows, seq=current.seq), ctx)
+
     # -- what the host calls --------------------------------------------------------------
     def accept(self, view: str, row: Any, ctx: Any) -> Iterator[Any]:
-        """Take one changelog row of a gated view; yield the rows to pass on now."""
+        """Take one row of a gated view (or topic); yield the rows to pass on now."""
         waiting = self.waiting.get(view)
         if waiting is None or (waiting and waiting[0].verdict.done()):
             yield from self._forward(view)
+        if view in self.inputs:
+            yield from self._accept_event(view, row, ctx)
+            return
         t = int(row["event_timestamp"])
         policy = self.policies[view]
         current = self._current(view)
@@ -333,6 +393,12 @@ class Gate:
                         timers.current_processing_time() + POLL_MS
                     )
             return
+        # the end of bounded input: every verdict, before the watermark reaches the sinks
+        final = max(timestamp, ctx.timer_service().current_watermark()) >= MAX_TIME
+        if view in self.inputs:
+            yield from self._close_windows(view, timestamp, final, ctx)
+            yield from self._forward(view, keep_rows=0 if final else None)
+            return
         current = self._current(view)
         # A timer of a batch that closed by size (or by a later row) finds a newer batch,
         # or none: only the batch whose last millisecond the watermark passed closes.
@@ -340,22 +406,21 @@ class Gate:
             current.first_ms + self.policies[view].batch_max_ms - 1 <= timestamp
         ):
             yield from self._close(view, ctx)
-        # the end of bounded input: every verdict, before the watermark reaches the sinks
-        final = max(timestamp, ctx.timer_service().current_watermark()) >= MAX_TIME
         yield from self._forward(view, keep_rows=0 if final else None)
 
 
 class GatedSinkFunction(BatchingSinkFunction):
     """The offline sink with the gate inside: keyed by dataset, ``(dataset, row)`` in.
 
-    Rows of a gated view's changelog (``features/<view>``) go through :class:`Gate`;
-    what it lets through is buffered for the store like any other row and, for the
-    datasets in ``forward``, passed on downstream (to the online sink). Other datasets
-    are only buffered.
+    Rows of a gated view's changelog (``features/<view>``) or of a gated topic's event
+    log (``events/<topic>``) go through :class:`Gate`; what it lets through is buffered
+    for the store like any other row and, for the datasets in ``forward``, passed on
+    downstream (to the online sink). Other datasets are only buffered.
 
     Args:
-        gate: the gate (its views are the ones validated).
-        changelogs: changelog dataset -> view, for every view of the pipeline.
+        gate: the gate (its views and inputs are the ones validated).
+        changelogs: dataset -> the name the gate knows it by (view or topic), for every
+            dataset the gate may validate.
         sink_factory, schemas, metric, forward: as :class:`BatchingSinkFunction`.
     """
 
@@ -415,6 +480,27 @@ def gated_views(pipeline: Pipeline, quality_dir: Path | None) -> list[str]:
     return [v.name for v in pipeline.views if feature_suite_name(v.name) in suites]
 
 
+def gated_inputs(
+    pipeline: Pipeline, quality_dir: Path | None, config: GateConfig
+) -> dict[str, tuple[str, ResolvedPolicy]]:
+    """The pipeline's topics that have an events suite: their event-time field and policy.
+
+    Raises:
+        ConfigError: the configuration asks to block a topic's events.
+    """
+    from pipelines.operators.routing import RoutingPlan
+    from quality.suites import QUALITY_DIR, event_suite_name, load_suite_files
+
+    suites = load_suite_files((quality_dir or QUALITY_DIR) / "suites")
+    plan = RoutingPlan(pipeline)
+    out: dict[str, tuple[str, ResolvedPolicy]] = {}
+    for topic in plan.topics:
+        suite = suites.get(event_suite_name(topic))
+        if suite is not None:
+            out[topic] = (suite.time_field, config.input_policy(topic, suite.batch_defaults))
+    return out
+
+
 def gated_sink(
     settings: Settings,
     pipeline: Pipeline,
@@ -435,20 +521,24 @@ def gated_sink(
     quality = settings.quality
     quality_dir = quality.quality_dir()
     views = gated_views(pipeline, quality_dir)
+    config = quality.gate_config(settings.stack.state_dir)
+    inputs = gated_inputs(pipeline, quality_dir, config)  # a block asked for fails here
     load_profiles(None if quality_dir is None else quality_dir / "profiles")
     skipped = [v.name for v in pipeline.views if v.name not in views]
     if skipped:
         log.warning("no feature suite for views %s: they pass the quality gate unchecked", skipped)
     gate = Gate(
         None if quality_dir is None else str(quality_dir),
-        quality.gate_config(settings.stack.state_dir),
+        config,
         views,
         tags={"run": run_key(pipeline.name, end_offsets)},
         python=sys.executable,
+        inputs=inputs,
     )
     changelogs = {f"features/{v.name}": v.name for v in pipeline.views}
+    changelogs.update((f"events/{t}", t) for t in inputs)
     return GatedSinkFunction(gate, changelogs, sink_factory, schemas,
                              metric="offline_writes", forward=forward)
 
 
-__all__ = ["Gate", "GatedSinkFunction", "gated_sink", "gated_views"]
+__all__ = ["Gate", "GatedSinkFunction", "gated_inputs", "gated_sink", "gated_views"]

@@ -75,6 +75,9 @@ BLOCKED = "user_features"
 DRIFTED = f"{topics.ORDER_PLACED}.amount_cents"
 BOUNDS = {"batch_max_rows": 50_000, "batch_max_ms": 60_000, "min_rows": 200}
 VIEWS = [v.name for v in PIPELINE.views]
+ORDERS = topics.ORDER_PLACED
+# the shipped events suite judges hour-long batches of orders; this traffic lasts minutes
+ORDER_POLICY = ViewPolicy(batch_max_ms=60_000, min_rows=5)
 
 
 def _views_reading(subject: str, field: str) -> set[str]:
@@ -154,6 +157,10 @@ class Run:
         self.results = [
             r for r in ResultStore(results_dir).results("features") if r.get("run") == key
         ]
+        self.events = sorted(
+            (r for r in ResultStore(results_dir).results("events") if r.get("run") == key),
+            key=lambda r: r["event_time_min"],
+        )
         self.store = ResultStore(results_dir)
 
     def batches(self, view: str) -> list[dict[str, Any]]:
@@ -185,9 +192,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     shutil.copytree(QUALITY_DIR / "suites", quality_dir / "suites")
     shutil.copytree(QUALITY_DIR / "profiles", quality_dir / "profiles")
 
-    reference = Run(root / "reference", quality_dir, views={})
+    reference = Run(root / "reference", quality_dir, views={ORDERS: ORDER_POLICY})
     reference.execute(drifts=[])
     start, end = reference.manifest["start_time_ms"], reference.manifest["end_time_ms"]
+    # input drift: the orders' profile from the run's accepted-event log (policy bounds)
+    reference.cli("quality", "profile", ORDERS, "--from", str(start), "--to", str(end + 1),
+                  "--quality-dir", str(quality_dir))
     for view in VIEWS:  # the test's own profiles, from the run without drift
         reference.cli(
             "quality", "profile", view, "--from", str(start), "--to", str(end + 1),
@@ -196,8 +206,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "--batch-max-ms", str(BOUNDS["batch_max_ms"]), "--min-rows", str(BOUNDS["min_rows"]),
         )
     drift_from = reference.batches(BLOCKED)[DRIFT_BATCH]["event_time_min"]
-    drift = Run(root / "drift", quality_dir, views={BLOCKED: ViewPolicy(action="block")},
-                online=True)
+    drift = Run(root / "drift", quality_dir,
+                views={BLOCKED: ViewPolicy(action="block"), ORDERS: ORDER_POLICY}, online=True)
     drift.execute(drifts=[f"{DRIFTED}={NOISE}@{start}..{drift_from}",
                           f"{DRIFTED}={FACTOR}@{drift_from}.."])
     yield {"reference": reference, "drift": drift, "drift_from": drift_from}
@@ -272,6 +282,24 @@ def test_drift_verdicts_for_exactly_the_batches_overlapping_the_drift(
     for r in flagged:
         assert r["columns"]["user_order_amount_avg_24h"]["drifted"], r["batch_id"]
         assert r["action"] == "block"
+
+
+def test_order_events_are_judged_in_the_stream_and_only_warn(runs: dict[str, Any]) -> None:
+    """The events suite sees every accepted order once; the drift is flagged, never held."""
+    drift: Run = runs["drift"]
+    drift_from = runs["drift_from"]
+    batches = drift.events
+    assert batches and {r["view"] for r in batches} == {ORDERS}
+    assert sum(r["rows"] for r in batches) == drift.summary.accepted[ORDERS]
+    assert {r["action"] for r in batches} <= {"pass", "warn"}
+    assert not [b for b in drift.store.held() if b.view == ORDERS]
+    judged = [r for r in batches if r["judged"]]
+    before = [r for r in judged if r["event_time_max"] < drift_from]  # x1.03
+    after = [r for r in judged if r["event_time_min"] >= drift_from]  # x5
+    assert before and after
+    assert all(r["action"] == "pass" for r in before), [r["columns"] for r in before]
+    for r in after:
+        assert r["action"] == "warn" and r["columns"]["amount_cents"]["drifted"], r["batch_id"]
 
 
 def test_blocked_rows_are_held_not_materialized_and_every_row_is_accounted_for(

@@ -198,11 +198,13 @@ def test_parse_time() -> None:
 
 
 def test_shipped_profiles_cover_every_measured_column() -> None:
-    from quality.suites import feature_suite_name, load_suite_files
+    from quality.suites import batch_suites, load_suite_files
 
-    suites = load_suite_files()
+    suites = batch_suites(load_suite_files())
     profiles = load_profiles()
-    assert set(profiles) == {"user_features", "seller_features", "stream_features"}
+    assert set(profiles) == {"user_features", "seller_features", "stream_features",
+                             "livestream.order_placed"}
+    assert set(profiles) == set(suites)
     for view, profile in profiles.items():
-        wanted = suites[feature_suite_name(view)].drift_columns
+        wanted = suites[view].drift_columns
         assert {c: e["kind"] for c, e in profile.columns.items()} == wanted

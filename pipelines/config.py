@@ -156,7 +156,7 @@ class QualitySettings(GateConfig):
     ``max_future_ms``, ``results_dir``); see docs/quality.md.
 
     Attributes:
-        enabled: run the gate step between the ``views`` step and the sinks (default on).
+        enabled: run the gate in the streaming job, inside the offline sink (default on).
         dir: a directory with ``suites/`` and ``profiles/`` (default: the ones shipped
             in the ``quality`` package).
 

@@ -71,25 +71,18 @@ class MicroBatcher:
         t = int(row[self.time_field])
         done: list[MicroBatch] = []
         current = self._current
-        if self.aligned:
-            start = t - t % self.max_span_ms
-            if current is not None and current.first_ms != start:
-                done.append(current)
-                current = None
-            if current is None:
-                self._seq += 1
-                current = MicroBatch(self.view, start, seq=self._seq)
-            current.rows.append(row)
-            self._current = current
-            return done
-        if current is not None and t - current.first_ms >= self.max_span_ms:
+        # tumbling windows: a batch is named by its window's start; else by its first row
+        start = t - t % self.max_span_ms if self.aligned else t
+        if current is not None and (
+            current.first_ms != start if self.aligned else t - current.first_ms >= self.max_span_ms
+        ):
             done.append(current)
             current = None
         if current is None:
             self._seq += 1
-            current = MicroBatch(self.view, t, seq=self._seq)
+            current = MicroBatch(self.view, start, seq=self._seq)
         current.rows.append(row)
-        if len(current.rows) >= self.max_rows:
+        if not self.aligned and len(current.rows) >= self.max_rows:
             done.append(current)
             current = None
         self._current = current

@@ -193,7 +193,7 @@ def render_html(summary: Summary, title: str = "livefeat quality report") -> str
         if summary.rows
         else "<p class='muted'>no row validations stored</p>"
     )
-    parts.append("<h2>Feature suites</h2>")
+    parts.append("<h2>Feature and events suites</h2>")
     parts.append(
         _table(
             ["view", "batches", "rows", "pass", "warn", "block", "drift not judged", "released"],
@@ -222,7 +222,7 @@ def render_html(summary: Summary, title: str = "livefeat quality report") -> str
             )
         parts.append("</div>")
     failed = [r for r in summary.feature_results if r["action"] != "pass"][-200:]
-    parts.append("<h2>Failed feature batches</h2>")
+    parts.append("<h2>Failed feature and events batches</h2>")
     parts.append(
         _table(
             ["event time", "view", "batch", "action", "rows", "drifted columns", "failed"],

@@ -171,11 +171,11 @@ def _print_summary(console: Console, summary: Any) -> None:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.by_reason.items())) or "-"
         rows.add_row(s.suite, str(s.batches), str(s.rows), str(s.passed),
                      str(s.rows - s.passed), reasons)
-    feats = Table(title="feature suites", header_style="bold")
-    for name in ("view", "batches", "rows", "pass", "warn", "block", "not judged", "released",
-                 "held now"):
-        feats.add_column(name, justify="left" if name == "view" else "right",
-                         no_wrap=name == "view", overflow="fold")
+    feats = Table(title="feature and events suites (drift)", header_style="bold")
+    for name in ("view or topic", "batches", "rows", "pass", "warn", "block", "not judged",
+                 "released", "held now"):
+        feats.add_column(name, justify="left" if name == "view or topic" else "right",
+                         no_wrap=name == "view or topic", overflow="fold")
     held: dict[str, int] = {}
     for h in summary.held:
         held[h["view"]] = held.get(h["view"], 0) + 1

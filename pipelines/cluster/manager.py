@@ -372,9 +372,11 @@ class ClusterManager:
             try:
                 infos = rest.taskmanagers()
                 found = [info for info in infos if info.id in wanted]
-                if len(found) == len(wanted):
+                # a TaskManager is listed a moment before its slot report arrives (0 slots)
+                if len(found) == len(wanted) and all(info.slots > 0 for info in found):
                     return found
-                last = f"{len(found)} of {len(wanted)} TaskManagers registered"
+                last = (f"{len(found)} of {len(wanted)} TaskManagers registered, "
+                        f"{sum(info.slots > 0 for info in found)} with their slots")
             except StackError as exc:
                 last = exc.problem
             if time.monotonic() >= deadline:

@@ -38,9 +38,12 @@ interface (a batch in, a verdict with structured failures out)::
   ``action`` in ``pass``/``warn``/``block``, per-column measures and the threshold,
   and ``result_id``. Every verdict is stored under ``config.results_dir``; a
   blocked batch is held there until ``livefeat quality release BATCH_ID`` moves
-  it to ``released/<view>/`` for the sink (see :mod:`quality.results`).
+  it to ``released/<view>/`` for the sink (see :mod:`quality.results`). Given a
+  topic with an events suite instead of a view, it judges a batch of that topic's
+  accepted events (input drift) and only ever warns.
 * :class:`MicroBatcher` cuts a stream of feature rows into micro-batches by size
-  and event-time span (``GateConfig.batch_max_rows`` / ``batch_max_ms``).
+  and event-time span (``GateConfig.batch_max_rows`` / ``batch_max_ms``), or into
+  tumbling event-time windows (``aligned=True``: a topic's events).
 
 Importing :mod:`quality` is cheap; Great Expectations is imported when the gate
 is loaded.

@@ -123,18 +123,18 @@ def profile_cmd(
             "for a topic, or check the name",
         )
     config = _gate_config(ctx)
-    policy = (config.input_policy(view, suite.batch_defaults) if suite.level == "events"
-              else config.policy(view))
+    events = suite.level == "events"  # a topic's accepted events, not a view's changelog
+    policy = config.input_policy(view, suite.batch_defaults) if events else config.policy(view)
     bounds = BatchBounds(
         batch_max_rows or policy.batch_max_rows,
         batch_max_ms or policy.batch_max_ms,
         min_rows or policy.min_rows,
-        aligned=suite.level == "events",  # the gate cuts events in tumbling windows
+        aligned=events,  # the gate cuts events in tumbling windows
     )
     profile = profile_from_offline(
         uri, view, from_ms, to_ms, key=suite.meta.get("key"), s3_options=s3_options,
         kinds=suite.drift_columns, bounds=bounds,
-        time_field=suite.time_field if suite.level == "events" else None,
+        time_field=suite.time_field if events else None,
     )
     path = profile.save(out or base / "profiles" / f"{view}.json")
     console = Console()

@@ -91,6 +91,13 @@ from pipelines.operators.metrics import PipelineMetrics
 from quality.batcher import MicroBatch
 from quality.config import GateConfig, ResolvedPolicy
 from quality.results import ResultStore
+from quality.suites import (
+    QUALITY_DIR,
+    SuiteFile,
+    event_suite_name,
+    feature_suite_name,
+    load_suite_files,
+)
 
 log = logging.getLogger("livefeat.quality")
 
@@ -422,7 +429,7 @@ class GatedSinkFunction(BatchingSinkFunction):
 
     Args:
         gate: the gate (its views and inputs are the ones validated).
-        changelogs: dataset -> the name the gate knows it by (view or topic), for every
+        gated: dataset -> the name the gate knows it by (view or topic), for every
             dataset the gate may validate.
         sink_factory, schemas, metric, forward: as :class:`BatchingSinkFunction`.
     """
@@ -430,7 +437,7 @@ class GatedSinkFunction(BatchingSinkFunction):
     def __init__(
         self,
         gate: Gate,
-        changelogs: Mapping[str, str],
+        gated: Mapping[str, str],
         sink_factory: Any,
         schemas: dict[str, Any],
         metric: str | None = None,
@@ -438,7 +445,7 @@ class GatedSinkFunction(BatchingSinkFunction):
     ) -> None:
         super().__init__(sink_factory, schemas, metric=metric, forward=forward)
         self.gate = gate
-        self.changelogs = dict(changelogs)
+        self.gated = dict(gated)
 
     def open(self, runtime_context: RuntimeContext) -> None:
         super().open(runtime_context)
@@ -449,7 +456,7 @@ class GatedSinkFunction(BatchingSinkFunction):
         super().close()
 
     def _gated(self, dataset: str) -> str | None:
-        view = self.changelogs.get(dataset)
+        view = self.gated.get(dataset)
         return view if view is not None and self.gate.gates(view) else None
 
     def _pass(self, dataset: str, rows: Iterator[Any], ctx: Any) -> Iterator[Any]:
@@ -475,16 +482,13 @@ class GatedSinkFunction(BatchingSinkFunction):
         yield from super().on_timer(timestamp, ctx)
 
 
-def gated_views(pipeline: Pipeline, quality_dir: Path | None) -> list[str]:
+def gated_views(pipeline: Pipeline, suites: Mapping[str, SuiteFile]) -> list[str]:
     """The pipeline's views that have a feature suite (the others pass the gate unchecked)."""
-    from quality.suites import QUALITY_DIR, feature_suite_name, load_suite_files
-
-    suites = load_suite_files((quality_dir or QUALITY_DIR) / "suites")
     return [v.name for v in pipeline.views if feature_suite_name(v.name) in suites]
 
 
 def gated_inputs(
-    pipeline: Pipeline, quality_dir: Path | None, config: GateConfig
+    pipeline: Pipeline, suites: Mapping[str, SuiteFile], config: GateConfig
 ) -> dict[str, tuple[str, ResolvedPolicy]]:
     """The pipeline's topics that have an events suite: their event-time field and policy.
 
@@ -492,12 +496,9 @@ def gated_inputs(
         ConfigError: the configuration asks to block a topic's events.
     """
     from pipelines.operators.routing import RoutingPlan
-    from quality.suites import QUALITY_DIR, event_suite_name, load_suite_files
 
-    suites = load_suite_files((quality_dir or QUALITY_DIR) / "suites")
-    plan = RoutingPlan(pipeline)
     out: dict[str, tuple[str, ResolvedPolicy]] = {}
-    for topic in plan.topics:
+    for topic in RoutingPlan(pipeline).topics:
         suite = suites.get(event_suite_name(topic))
         if suite is not None:
             out[topic] = (suite.time_field, config.input_policy(topic, suite.batch_defaults))
@@ -523,9 +524,10 @@ def gated_sink(
 
     quality = settings.quality
     quality_dir = quality.quality_dir()
-    views = gated_views(pipeline, quality_dir)
+    suites = load_suite_files((quality_dir or QUALITY_DIR) / "suites")
+    views = gated_views(pipeline, suites)
     config = quality.gate_config(settings.stack.state_dir)
-    inputs = gated_inputs(pipeline, quality_dir, config)  # a block asked for fails here
+    inputs = gated_inputs(pipeline, suites, config)  # a block asked for fails here
     load_profiles(None if quality_dir is None else quality_dir / "profiles")
     skipped = [v.name for v in pipeline.views if v.name not in views]
     if skipped:
@@ -538,9 +540,9 @@ def gated_sink(
         python=sys.executable,
         inputs=inputs,
     )
-    changelogs = {f"features/{v.name}": v.name for v in pipeline.views}
-    changelogs.update((f"events/{t}", t) for t in inputs)
-    return GatedSinkFunction(gate, changelogs, sink_factory, schemas,
+    gated = {f"features/{v.name}": v.name for v in pipeline.views}
+    gated.update((f"events/{t}", t) for t in inputs)
+    return GatedSinkFunction(gate, gated, sink_factory, schemas,
                              metric="offline_writes", forward=forward)
 
 

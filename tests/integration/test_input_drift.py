@@ -47,13 +47,18 @@ TOPIC = ORDER_PLACED
 
 
 def orders(seed: int, minutes: int, drifts: tuple[Drift, ...] = ()) -> list[dict[str, Any]]:
-    """Decoded OrderPlaced records of a steady generated run, in publish (= event-time) order."""
+    """Decoded OrderPlaced records of a steady generated run, in publish (= event-time) order,
+    event times as epoch ms (as the event log and the stream hold them)."""
     codec = SingleObjectCodec(SchemaStore.load())
     options = GeneratorOptions(seed=seed, duration_s=minutes * 60, shows=SHOWS, steady=True,
                                fraud_rings_per_hour=0, drifts=drifts)
     decoder = codec.decoder(TOPIC)
-    return [dict(decoder.decode(rec.value, topic=TOPIC))
-            for rec in Generation(options, codec).records() if rec.topic == TOPIC]
+    out = []
+    for rec in Generation(options, codec).records():
+        if rec.topic == TOPIC:
+            row = dict(decoder.decode(rec.value, topic=TOPIC))
+            out.append({**row, "event_time": _ms(row["event_time"])})
+    return out
 
 
 def batches(rows: list[dict[str, Any]]) -> list[MicroBatch]:
@@ -75,8 +80,7 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
     base = tmp_path_factory.mktemp("input-drift")
     shutil.copytree(QUALITY_DIR / "suites", base / "suites")
     suite = load_suite_files(base / "suites")[event_suite_name(TOPIC)]
-    reference = [{**r, "event_time": _ms(r["event_time"])} for r in orders(21, 180)]
-    profile = build_profile(TOPIC, reference, kinds=suite.drift_columns,
+    profile = build_profile(TOPIC, orders(21, 180), kinds=suite.drift_columns,
                             bounds=BatchBounds(100_000, SPAN_MS, MIN_ROWS, aligned=True),
                             time_field="event_time")
     profile.save(base / "profiles" / f"{TOPIC}.json")
@@ -89,7 +93,7 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
 
     drifts = (Drift("amount_cents", 1.2, *window(DRIFTED), subject=TOPIC),
               Drift("amount_cents", 1.03, *window(NOISE), subject=TOPIC))
-    judged = batches([{**r, "event_time": _ms(r["event_time"])} for r in orders(22, 100, drifts)])
+    judged = batches(orders(22, 100, drifts))
     assert [b.first_ms for b in judged] == [window(k)[0] for k in range(len(judged))]
 
     config = GateConfig(results_dir=base / "results",
